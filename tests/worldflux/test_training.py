@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.worldflux.conftest import make_model
+from worldflux import TrainingDivergedError
+from worldflux.data import TrajectoryDataset
+from worldflux.training import History, Trainer, TrainerConfig, latest_checkpoint
+
+CONFIG = TrainerConfig(steps=12, batch_size=4, seq_len=8, eval_batches=2, device="cpu")
+
+
+def _trainer(family: str, data: TrajectoryDataset, config: TrainerConfig) -> Trainer:
+    return Trainer(make_model(family, data), data, config)
+
+
+@pytest.mark.parametrize(("family", "dataset"), [("dreamerv3", "cartpole"), ("tdmpc2", "pendulum")])
+def test_resume_equals_uninterrupted_training(
+    family: str, dataset: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    data: TrajectoryDataset = request.getfixturevalue(dataset)
+    straight = _trainer(family, data, CONFIG)
+    straight.fit()
+
+    first = _trainer(family, data, CONFIG.__class__(**{**CONFIG.__dict__, "steps": 5}))
+    first.fit()
+    path = first.save_checkpoint(tmp_path / "ckpt")
+    # The interrupted process is gone; a new one builds a fresh model and resumes.
+    torch.manual_seed(1234)
+    resumed = _trainer(family, data, CONFIG)
+    assert resumed.resume(path)
+    assert resumed.step == 5
+    resumed.fit()
+    assert resumed.step == 12
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_periodic_checkpoints_keep_the_newest(cartpole: TrajectoryDataset, tmp_path: Path) -> None:
+    config = TrainerConfig(
+        steps=9,
+        batch_size=2,
+        seq_len=4,
+        eval_batches=1,
+        device="cpu",
+        checkpoint_every=3,
+        checkpoint_dir=str(tmp_path),
+        keep_checkpoints=2,
+    )
+    trainer = _trainer("dreamerv3", cartpole, config)
+    trainer.fit()
+    kept = sorted(p.name for p in tmp_path.glob("step_*"))
+    assert kept == ["step_00000006", "step_00000009"]
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_00000009"
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 9
+    assert not list(tmp_path.glob(".tmp-*"))
+    again = _trainer("dreamerv3", cartpole, config)
+    assert again.resume()
+    assert again.step == 9
+
+
+def test_corrupted_optimizer_state_is_refused(cartpole: TrajectoryDataset, tmp_path: Path) -> None:
+    trainer = _trainer("dreamerv3", cartpole, CONFIG)
+    path = trainer.save_checkpoint(tmp_path)
+    (path / "optimizer.safetensors").write_bytes(b"garbage")
+    with pytest.raises(Exception, match=r"optimizer\.safetensors"):
+        _trainer("dreamerv3", cartpole, CONFIG).resume(path)
+
+
+def test_nan_loss_raises_a_typed_error_with_step_and_component(
+    pendulum: TrajectoryDataset,
+) -> None:
+    trainer = _trainer("dreamerv3", pendulum, CONFIG)
+    trainer.fit()
+    with torch.no_grad():
+        trainer.model.decoder[-1].bias.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError) as info:
+        trainer.train_step()
+    assert info.value.step == 13
+    assert info.value.component == "reconstruction"
+
+
+def test_nan_gradient_names_the_parameter(pendulum: TrajectoryDataset) -> None:
+    trainer = _trainer("tdmpc2", pendulum, CONFIG)
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        return grad * float("inf")
+
+    trainer.model.reward_head[0].weight.register_hook(poison)
+    with pytest.raises(TrainingDivergedError) as info:
+        trainer.train_step()
+    assert info.value.kind == "gradient"
+    assert info.value.component.startswith("reward_head")
+
+
+def test_evaluation_is_deterministic_and_consumes_no_rng(cartpole: TrajectoryDataset) -> None:
+    trainer = _trainer("dreamerv3", cartpole, CONFIG)
+    state = torch.get_rng_state()
+    first = trainer.evaluate()
+    assert torch.equal(state, torch.get_rng_state())
+    assert trainer.evaluate() == first
+
+
+def test_history_records_every_step(cartpole: TrajectoryDataset) -> None:
+    history = History()
+    config = CONFIG.__class__(**{**CONFIG.__dict__, "eval_every": 4})
+    trainer = Trainer(make_model("dreamerv3", cartpole), cartpole, config, callbacks=[history])
+    result = trainer.fit()
+    assert history.steps == list(range(1, 13))
+    assert len(history.metrics["loss"]) == 12
+    assert [step for step, _ in history.evaluations] == [4, 8, 12]
+    assert result.samples_per_second > 0
+    assert result.sample_seconds < result.train_seconds

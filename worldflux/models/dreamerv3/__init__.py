@@ -1,0 +1,4 @@
+from worldflux.models.dreamerv3.config import DreamerV3Config
+from worldflux.models.dreamerv3.model import DreamerV3
+
+__all__ = ["DreamerV3", "DreamerV3Config"]

@@ -1,0 +1,44 @@
+"""DreamerV3 hyper-parameters and presets (Hafner et al. 2023, "Mastering Diverse Domains
+through World Models", Table of model sizes; vector observations, so no CNN multiplier)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worldflux.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DreamerV3Config:
+    deter: int = 64  # GRU (deterministic) state size
+    stoch: int = 4  # number of categorical latents
+    classes: int = 4  # classes per categorical latent
+    hidden: int = 32  # MLP width, also the observation embedding size
+    layers: int = 1  # hidden layers of encoder, decoder and heads
+    unimix: float = 0.01  # mix 1% uniform into categoricals so no class has zero probability
+    free_nats: float = 1.0  # free bits: KL below this is not penalized
+    kl_dyn_scale: float = 0.5  # beta_dyn: trains the prior toward the posterior
+    kl_rep_scale: float = 0.1  # beta_rep: keeps the posterior predictable
+    reward_bins: int = 255  # two-hot bins over symlog(reward) in [-20, 20]
+
+    def validate(self) -> None:
+        for name in ("deter", "stoch", "classes", "hidden", "reward_bins"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"dreamerv3: {name} must be >= 1, got {getattr(self, name)}")
+        if self.classes < 2:
+            raise ConfigError("dreamerv3: classes must be >= 2 for a categorical latent")
+        if not 0.0 <= self.unimix < 1.0:
+            raise ConfigError(f"dreamerv3: unimix must be in [0, 1), got {self.unimix}")
+
+
+PRESETS = {
+    # Same sizes as WorldFlux's `ci` preset, for side-by-side benchmarks.
+    "ci": DreamerV3Config(),
+    "small": DreamerV3Config(deter=256, stoch=16, classes=16, hidden=128, layers=2),
+    # The paper's sizes (XS..XL): GRU units, MLP units x layers; 32 latents x 32 classes.
+    "xs": DreamerV3Config(deter=256, stoch=32, classes=32, hidden=256, layers=1),
+    "s": DreamerV3Config(deter=512, stoch=32, classes=32, hidden=512, layers=2),
+    "m": DreamerV3Config(deter=1024, stoch=32, classes=32, hidden=640, layers=3),
+    "l": DreamerV3Config(deter=2048, stoch=32, classes=32, hidden=768, layers=4),
+    "xl": DreamerV3Config(deter=4096, stoch=32, classes=32, hidden=1024, layers=5),
+}

@@ -1,0 +1,191 @@
+"""DreamerV3 world model: a recurrent state-space model (RSSM) for vector observations.
+
+State = (h, z): h is a GRU state (deterministic), z is 'stoch' one-hot categoricals.
+    prior:      h_t = GRU(h_{t-1}, [z_{t-1}, a_t]),   z_t ~ p(z | h_t)
+    posterior:  z_t ~ q(z | h_t, embed(x_t))
+Heads read feat = [h_t, z_t]: decoder -> symlog(x_t), reward (two-hot), continue (Bernoulli).
+Loss = recon + reward + continue + beta_dyn * max(free, KL[sg(q) || p])
+                                + beta_rep * max(free, KL[q || sg(p)])
+Every term is non-negative, so the total is the world-model loss the gates compare.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldflux.core.model import Capability, Maturity, ModelSpec, WorldModel
+from worldflux.core.registry import register_family
+from worldflux.core.types import Batch, LossOutput, ModelOutput, State
+from worldflux.models.dreamerv3.config import PRESETS, DreamerV3Config
+from worldflux.nn import TwoHot, mlp, symexp, symlog
+
+
+@register_family(
+    "dreamerv3",
+    presets=PRESETS,
+    maturity=Maturity.REFERENCE,
+    description="DreamerV3 RSSM: GRU + categorical latents, symlog decoder, two-hot reward",
+    aliases=("dreamer",),
+)
+class DreamerV3(WorldModel):
+    capabilities = frozenset(
+        {
+            Capability.OBSERVATION_DECODER,
+            Capability.REWARD_PREDICTION,
+            Capability.CONTINUE_PREDICTION,
+        }
+    )
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        c: DreamerV3Config = spec.config
+        self.obs_dim = math.prod(spec.obs_shape)
+        self.stoch_dim = c.stoch * c.classes
+        feat = c.deter + self.stoch_dim
+        self.encoder = mlp(self.obs_dim, c.hidden, c.hidden, c.layers)
+        # The first layers of the prior input and of the posterior are split by input, so the
+        # parts that do not depend on the recurrence (action, embedding) are computed for all
+        # time steps at once, outside the sequential loop.
+        self.img_z = nn.Linear(self.stoch_dim, c.hidden)
+        self.img_a = nn.Linear(spec.action_dim, c.hidden, bias=False)
+        self.img_norm = nn.LayerNorm(c.hidden)
+        self.gru = nn.GRUCell(c.hidden, c.deter)
+        self.prior_net = mlp(c.deter, c.hidden, self.stoch_dim, 1)
+        self.post_h = nn.Linear(c.deter, c.hidden)
+        self.post_e = nn.Linear(c.hidden, c.hidden, bias=False)
+        self.post_out = nn.Sequential(
+            nn.LayerNorm(c.hidden), nn.SiLU(), nn.Linear(c.hidden, self.stoch_dim)
+        )
+        self.decoder = mlp(feat, c.hidden, self.obs_dim, c.layers)
+        self.reward_head = mlp(feat, c.hidden, c.reward_bins, c.layers)
+        self.cont_head = mlp(feat, c.hidden, 1, c.layers)
+        self.twohot = TwoHot(c.reward_bins, -20.0, 20.0)
+        # DreamerV3 zero-initializes the reward head so early predictions are 0, not noise.
+        last = self.reward_head[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    # --- categorical latent ---------------------------------------------------------------
+    def _probs(self, logits: Tensor) -> Tensor:
+        c: DreamerV3Config = self.config
+        probs = F.softmax(logits.reshape(*logits.shape[:-1], c.stoch, c.classes), dim=-1)
+        return (1 - c.unimix) * probs + c.unimix / c.classes
+
+    def _sample(self, logits: Tensor, gumbel: Tensor | None) -> Tensor:
+        """One-hot sample (or the mode when ``gumbel`` is None) with straight-through
+        gradients: forward the one-hot, backward through the probabilities."""
+        probs = self._probs(logits)
+        scores = probs.log() if gumbel is None else probs.log() + gumbel
+        one_hot = F.one_hot(scores.argmax(-1), self.config.classes).to(probs.dtype)
+        return (one_hot + probs - probs.detach()).flatten(-2)
+
+    def _gumbel(self, *shape: int) -> Tensor | None:
+        # Deterministic (mode) latents outside training, so evaluation is repeatable.
+        if not self.training:
+            return None
+        c: DreamerV3Config = self.config
+        u = torch.rand(*shape, c.stoch, c.classes, device=self.device).clamp_(1e-6, 1 - 1e-6)
+        return -torch.log(-torch.log(u))
+
+    def _embed(self, obs: Tensor) -> Tensor:
+        return self.encoder(symlog(obs.flatten(-len(self.spec.obs_shape))))
+
+    def _img_step(self, h: Tensor, z: Tensor, a_proj: Tensor) -> Tensor:
+        return self.gru(F.silu(self.img_norm(self.img_z(z) + a_proj)), h)
+
+    def initial_state(self, batch_size: int) -> State:
+        c: DreamerV3Config = self.config
+        zeros = torch.zeros
+        return State(
+            {
+                "deter": zeros(batch_size, c.deter, device=self.device),
+                "stoch": zeros(batch_size, self.stoch_dim, device=self.device),
+            }
+        )
+
+    # --- contract -------------------------------------------------------------------------
+    def encode(self, obs: Tensor) -> State:
+        state = self.initial_state(obs.shape[0])
+        logits = self.post_out(self.post_h(state["deter"]) + self.post_e(self._embed(obs)))
+        z = self._sample(logits, self._gumbel(obs.shape[0]))
+        return State({"deter": state["deter"], "stoch": z})
+
+    def transition(self, state: State, action: Tensor) -> State:
+        h = self._img_step(state["deter"], state["stoch"], self.img_a(action))
+        z = self._sample(self.prior_net(h), self._gumbel(h.shape[0]))
+        return State({"deter": h, "stoch": z})
+
+    def update(self, state: State, action: Tensor, obs: Tensor) -> State:
+        h = self._img_step(state["deter"], state["stoch"], self.img_a(action))
+        logits = self.post_out(self.post_h(h) + self.post_e(self._embed(obs)))
+        return State({"deter": h, "stoch": self._sample(logits, self._gumbel(h.shape[0]))})
+
+    def decode(self, state: State) -> ModelOutput:
+        feat = torch.cat([state["deter"], state["stoch"]], -1)
+        obs = symexp(self.decoder(feat)).reshape(*feat.shape[:-1], *self.spec.obs_shape)
+        return ModelOutput(
+            observation=obs,
+            reward=self.twohot.mean(self.reward_head(feat)),
+            continue_prob=torch.sigmoid(self.cont_head(feat)).squeeze(-1),
+        )
+
+    def observe(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """Filter a batch of sequences: returns h, z and posterior logits, each [L, B, ...]."""
+        obs = batch.obs.transpose(0, 1)
+        steps, size = obs.shape[:2]
+        embed_proj = self.post_e(self._embed(obs))
+        act_proj = self.img_a(batch.action.transpose(0, 1))
+        keep = (1.0 - batch.is_first.transpose(0, 1)).unsqueeze(-1)
+        gumbel = self._gumbel(steps, size)
+        state = self.initial_state(size)
+        h, z = state["deter"], state["stoch"]
+        hs, zs, logits_seq = [], [], []
+        for t in range(steps):
+            # An episode start resets the recurrent state (segments may begin mid-episode).
+            h, z = h * keep[t], z * keep[t]
+            h = self._img_step(h, z, act_proj[t])
+            logits = self.post_out(self.post_h(h) + embed_proj[t])
+            z = self._sample(logits, None if gumbel is None else gumbel[t])
+            hs.append(h)
+            zs.append(z)
+            logits_seq.append(logits)
+        return torch.stack(hs), torch.stack(zs), torch.stack(logits_seq)
+
+    def loss(self, batch: Batch) -> LossOutput:
+        c: DreamerV3Config = self.config
+        h, z, post_logits = self.observe(batch)
+        feat = torch.cat([h, z], -1)
+        obs = batch.obs.transpose(0, 1).flatten(2)
+        recon = (self.decoder(feat) - symlog(obs)).pow(2).sum(-1).mean()
+        reward = self.twohot.loss(self.reward_head(feat), batch.reward.transpose(0, 1)).mean()
+        cont_target = 1.0 - batch.terminated.transpose(0, 1)
+        cont = F.binary_cross_entropy_with_logits(self.cont_head(feat).squeeze(-1), cont_target)
+        post = self._probs(post_logits)
+        prior = self._probs(self.prior_net(h))
+        kl_dyn = _categorical_kl(post.detach(), prior)
+        kl_rep = _categorical_kl(post, prior.detach())
+        dyn = kl_dyn.clamp(min=c.free_nats).mean()
+        rep = kl_rep.clamp(min=c.free_nats).mean()
+        total = recon + reward + cont + c.kl_dyn_scale * dyn + c.kl_rep_scale * rep
+        components = {
+            "reconstruction": recon,
+            "reward": reward,
+            "continue": cont,
+            "kl_dynamics": dyn,
+            "kl_representation": rep,
+        }
+        return LossOutput(
+            loss=total,
+            components=components,
+            metrics={"world_model_loss": total.item(), "kl_raw": kl_dyn.mean().item()},
+        )
+
+
+def _categorical_kl(p: Tensor, q: Tensor) -> Tensor:
+    """KL(p || q) of factorized categoricals [..., stoch, classes], summed over latents."""
+    return (p * (p.log() - q.log())).sum((-2, -1))

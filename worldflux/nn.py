@@ -1,0 +1,69 @@
+"""Building blocks shared by several families: MLPs, symlog, two-hot regression, SimNorm."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def mlp(
+    in_dim: int, hidden: int, out_dim: int, layers: int, *, out_norm: bool = False
+) -> nn.Sequential:
+    """``layers`` hidden blocks of Linear -> LayerNorm -> SiLU, then a linear head."""
+    blocks: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers):
+        blocks += [nn.Linear(dim, hidden), nn.LayerNorm(hidden), nn.SiLU()]
+        dim = hidden
+    blocks.append(nn.Linear(dim, out_dim))
+    if out_norm:
+        blocks.append(nn.LayerNorm(out_dim))
+    return nn.Sequential(*blocks)
+
+
+def symlog(x: Tensor) -> Tensor:
+    """sign(x) * log(1 + |x|): compresses large magnitudes, keeps small ones (DreamerV3)."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: Tensor) -> Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+class TwoHot(nn.Module):
+    """Discrete regression over bins spaced evenly in symlog space (DreamerV3, TD-MPC2).
+
+    A scalar target is spread over its two nearest bins; the loss is the cross-entropy between
+    the predicted logits and that two-hot target, so it is non-negative.
+    """
+
+    bins: Tensor
+
+    def __init__(self, num_bins: int, low: float, high: float) -> None:
+        super().__init__()
+        self.register_buffer("bins", torch.linspace(low, high, num_bins), persistent=False)
+
+    def target(self, value: Tensor) -> Tensor:
+        x = symlog(value).clamp(self.bins[0], self.bins[-1]).contiguous()
+        idx = torch.bucketize(x, self.bins).clamp(1, len(self.bins) - 1)
+        low, high = self.bins[idx - 1], self.bins[idx]
+        w_high = (x - low) / (high - low)
+        out = torch.zeros(*x.shape, len(self.bins), device=x.device, dtype=x.dtype)
+        out.scatter_(-1, (idx - 1).unsqueeze(-1), (1 - w_high).unsqueeze(-1))
+        out.scatter_add_(-1, idx.unsqueeze(-1), w_high.unsqueeze(-1))
+        return out
+
+    def loss(self, logits: Tensor, value: Tensor) -> Tensor:
+        """Cross-entropy per element (shape of ``value``)."""
+        return -(self.target(value) * F.log_softmax(logits, dim=-1)).sum(-1)
+
+    def mean(self, logits: Tensor) -> Tensor:
+        return symexp((F.softmax(logits, dim=-1) * self.bins).sum(-1))
+
+
+def simnorm(x: Tensor, group: int) -> Tensor:
+    """Simplicial normalization (TD-MPC2): softmax over groups of ``group`` latent dims, which
+    bounds the latent and keeps it from collapsing or exploding."""
+    shape = x.shape
+    return F.softmax(x.reshape(*shape[:-1], -1, group), dim=-1).reshape(shape)

@@ -1,0 +1,3 @@
+from worldflux.planners.cem import CEMPlanner
+
+__all__ = ["CEMPlanner"]

@@ -1,0 +1,14 @@
+from worldflux.training.callbacks import Callback, History, ProgressPrinter
+from worldflux.training.checkpoint import latest_checkpoint
+from worldflux.training.trainer import Trainer, TrainerConfig, TrainResult, seed_everything
+
+__all__ = [
+    "Callback",
+    "History",
+    "ProgressPrinter",
+    "TrainResult",
+    "Trainer",
+    "TrainerConfig",
+    "latest_checkpoint",
+    "seed_everything",
+]
