@@ -97,3 +97,27 @@ def test_payload_extras_must_be_namespaced() -> None:
     with pytest.raises(ContractError):
         ConditionPayload(extras={"wf.Goal": 1})
     assert ConditionPayload(goal=torch.ones(2), extras={"wf.goal.source": "x"}).goal is not None
+
+
+def test_dreamer_latent_samples_follow_the_categorical(cartpole: TrajectoryDataset) -> None:
+    model = make_model("dreamerv3", cartpole, unimix=0.0)
+    logits = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4])).repeat(4)  # 4 latents x 4 classes
+    torch.manual_seed(0)
+    race = model._race(20000)
+    assert race is not None
+    samples = model._sample(logits.expand(20000, 16), race).detach().reshape(20000, 4, 4)
+    assert torch.equal(samples.sum(-1), torch.ones(20000, 4))  # one-hot per latent
+    freq = samples.mean(0)
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(4, 4), atol=0.015)
+    model.eval()
+    mode = model._sample(logits.expand(3, 16), model._race(3)).detach().reshape(3, 4, 4)
+    assert mode.argmax(-1).eq(3).all()  # evaluation uses the mode
+
+
+def test_straight_through_gradients_reach_the_logits(cartpole: TrajectoryDataset) -> None:
+    model = make_model("dreamerv3", cartpole)
+    logits = torch.randn(8, 16, requires_grad=True)
+    sample = model._sample(logits, model._race(8))
+    (sample * torch.randn(8, 16)).sum().backward()
+    assert logits.grad is not None
+    assert logits.grad.abs().sum() > 0

@@ -76,21 +76,25 @@ class DreamerV3(WorldModel):
         probs = F.softmax(logits.reshape(*logits.shape[:-1], c.stoch, c.classes), dim=-1)
         return (1 - c.unimix) * probs + c.unimix / c.classes
 
-    def _sample(self, logits: Tensor, gumbel: Tensor | None) -> Tensor:
-        """One-hot sample (or the mode when ``gumbel`` is None) with straight-through
-        gradients: forward the one-hot, backward through the probabilities."""
-        probs = self._probs(logits)
-        scores = probs.log() if gumbel is None else probs.log() + gumbel
-        one_hot = F.one_hot(scores.argmax(-1), self.config.classes).to(probs.dtype)
-        return (one_hot + probs - probs.detach()).flatten(-2)
+    def _sample(self, logits: Tensor, race: Tensor | None) -> Tensor:
+        """One-hot sample (the mode when ``race`` is None) with straight-through gradients:
+        forward the one-hot, backward through the probabilities.
 
-    def _gumbel(self, *shape: int) -> Tensor | None:
+        Sampling is an exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) is distributed
+        as Categorical(p) (the Gumbel-max trick without the logarithms); ``race`` holds 1/E.
+        """
+        probs = self._probs(logits)
+        scores = probs.detach() if race is None else probs.detach() * race
+        one_hot = F.one_hot(scores.argmax(-1), self.config.classes).to(probs.dtype)
+        return (one_hot + (probs - probs.detach())).flatten(-2)
+
+    def _race(self, *shape: int) -> Tensor | None:
         # Deterministic (mode) latents outside training, so evaluation is repeatable.
         if not self.training:
             return None
         c: DreamerV3Config = self.config
-        u = torch.rand(*shape, c.stoch, c.classes, device=self.device).clamp_(1e-6, 1 - 1e-6)
-        return -torch.log(-torch.log(u))
+        u = torch.rand(*shape, c.stoch, c.classes, device=self.device).clamp_(min=1e-12)
+        return -1.0 / torch.log(u)  # 1 / Exp(1)
 
     def _embed(self, obs: Tensor) -> Tensor:
         return self.encoder(symlog(obs.flatten(-len(self.spec.obs_shape))))
@@ -112,18 +116,18 @@ class DreamerV3(WorldModel):
     def encode(self, obs: Tensor) -> State:
         state = self.initial_state(obs.shape[0])
         logits = self.post_out(self.post_h(state["deter"]) + self.post_e(self._embed(obs)))
-        z = self._sample(logits, self._gumbel(obs.shape[0]))
+        z = self._sample(logits, self._race(obs.shape[0]))
         return State({"deter": state["deter"], "stoch": z})
 
     def transition(self, state: State, action: Tensor) -> State:
         h = self._img_step(state["deter"], state["stoch"], self.img_a(action))
-        z = self._sample(self.prior_net(h), self._gumbel(h.shape[0]))
+        z = self._sample(self.prior_net(h), self._race(h.shape[0]))
         return State({"deter": h, "stoch": z})
 
     def update(self, state: State, action: Tensor, obs: Tensor) -> State:
         h = self._img_step(state["deter"], state["stoch"], self.img_a(action))
         logits = self.post_out(self.post_h(h) + self.post_e(self._embed(obs)))
-        return State({"deter": h, "stoch": self._sample(logits, self._gumbel(h.shape[0]))})
+        return State({"deter": h, "stoch": self._sample(logits, self._race(h.shape[0]))})
 
     def decode(self, state: State) -> ModelOutput:
         feat = torch.cat([state["deter"], state["stoch"]], -1)
@@ -141,16 +145,20 @@ class DreamerV3(WorldModel):
         embed_proj = self.post_e(self._embed(obs))
         act_proj = self.img_a(batch.action.transpose(0, 1))
         keep = (1.0 - batch.is_first.transpose(0, 1)).unsqueeze(-1)
-        gumbel = self._gumbel(steps, size)
+        # Segments from our sampler start at t=0 and never cross episodes; skip the masking
+        # multiplications unless an episode starts mid-segment.
+        restarts = bool(batch.is_first[:, 1:].any())
+        race = self._race(steps, size)
         state = self.initial_state(size)
         h, z = state["deter"], state["stoch"]
         hs, zs, logits_seq = [], [], []
         for t in range(steps):
             # An episode start resets the recurrent state (segments may begin mid-episode).
-            h, z = h * keep[t], z * keep[t]
+            if restarts:
+                h, z = h * keep[t], z * keep[t]
             h = self._img_step(h, z, act_proj[t])
             logits = self.post_out(self.post_h(h) + embed_proj[t])
-            z = self._sample(logits, None if gumbel is None else gumbel[t])
+            z = self._sample(logits, None if race is None else race[t])
             hs.append(h)
             zs.append(z)
             logits_seq.append(logits)
