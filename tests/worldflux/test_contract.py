@@ -114,10 +114,21 @@ def test_dreamer_latent_samples_follow_the_categorical(cartpole: TrajectoryDatas
     assert mode.argmax(-1).eq(3).all()  # evaluation uses the mode
 
 
-def test_straight_through_gradients_reach_the_logits(cartpole: TrajectoryDataset) -> None:
+def test_straight_through_gradient_matches_the_autograd_formula(
+    cartpole: TrajectoryDataset,
+) -> None:
+    """The hand-written backward equals autograd on one_hot + (p - sg(p))."""
     model = make_model("dreamerv3", cartpole)
     logits = torch.randn(8, 16, requires_grad=True)
-    sample = model._sample(logits, model._race(8))
-    (sample * torch.randn(8, 16)).sum().backward()
+    race = model._race(8)
+    weights = torch.randn(8, 16)
+    fast = model._sample(logits, race)
+    (fast * weights).sum().backward()
     assert logits.grad is not None
-    assert logits.grad.abs().sum() > 0
+    fast_grad = logits.grad.clone()
+    logits.grad = None
+    probs = model._probs(logits)
+    reference = fast.detach().reshape(8, 4, 4) + (probs - probs.detach())
+    (reference.flatten(-2) * weights).sum().backward()
+    assert torch.allclose(fast_grad, logits.grad, atol=1e-6)
+    assert fast_grad.abs().sum() > 0

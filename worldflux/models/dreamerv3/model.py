@@ -12,6 +12,7 @@ Every term is non-negative, so the total is the world-model loss the gates compa
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from worldflux.core.model import Capability, Maturity, ModelSpec, WorldModel
 from worldflux.core.registry import register_family
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State
 from worldflux.models.dreamerv3.config import PRESETS, DreamerV3Config
+from worldflux.models.dreamerv3.cell import PosteriorStep, StraightThroughCategorical
 from worldflux.nn import TwoHot, mlp, symexp, symlog
 
 
@@ -50,12 +52,12 @@ class DreamerV3(WorldModel):
         # The first layers of the prior input and of the posterior are split by input, so the
         # parts that do not depend on the recurrence (action, embedding) are computed for all
         # time steps at once, outside the sequential loop.
-        self.img_z = nn.Linear(self.stoch_dim, c.hidden)
+        self.img_z = nn.Linear(self.stoch_dim, c.hidden)  # its bias also serves img_a
         self.img_a = nn.Linear(spec.action_dim, c.hidden, bias=False)
         self.img_norm = nn.LayerNorm(c.hidden)
         self.gru = nn.GRUCell(c.hidden, c.deter)
         self.prior_net = mlp(c.deter, c.hidden, self.stoch_dim, 1)
-        self.post_h = nn.Linear(c.deter, c.hidden)
+        self.post_h = nn.Linear(c.deter, c.hidden)  # its bias also serves post_e
         self.post_e = nn.Linear(c.hidden, c.hidden, bias=False)
         self.post_out = nn.Sequential(
             nn.LayerNorm(c.hidden), nn.SiLU(), nn.Linear(c.hidden, self.stoch_dim)
@@ -77,16 +79,9 @@ class DreamerV3(WorldModel):
         return (1 - c.unimix) * probs + c.unimix / c.classes
 
     def _sample(self, logits: Tensor, race: Tensor | None) -> Tensor:
-        """One-hot sample (the mode when ``race`` is None) with straight-through gradients:
-        forward the one-hot, backward through the probabilities.
-
-        Sampling is an exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) is distributed
-        as Categorical(p) (the Gumbel-max trick without the logarithms); ``race`` holds 1/E.
-        """
-        probs = self._probs(logits)
-        scores = probs.detach() if race is None else probs.detach() * race
-        one_hot = F.one_hot(scores.argmax(-1), self.config.classes).to(probs.dtype)
-        return (one_hot + (probs - probs.detach())).flatten(-2)
+        """One-hot sample (the mode when ``race`` is None) with straight-through gradients."""
+        c: DreamerV3Config = self.config
+        return StraightThroughCategorical.apply(logits, race, c.classes, c.unimix)
 
     def _race(self, *shape: int) -> Tensor | None:
         # Deterministic (mode) latents outside training, so evaluation is repeatable.
@@ -96,11 +91,24 @@ class DreamerV3(WorldModel):
         u = torch.rand(*shape, c.stoch, c.classes, device=self.device).clamp_(min=1e-12)
         return -1.0 / torch.log(u)  # 1 / Exp(1)
 
+    # --- recurrent steps --------------------------------------------------------------------
     def _embed(self, obs: Tensor) -> Tensor:
         return self.encoder(symlog(obs.flatten(-len(self.spec.obs_shape))))
 
+    def _action_proj(self, action: Tensor) -> Tensor:
+        """The action's share of the prior's input layer (with that layer's bias)."""
+        return F.linear(action, self.img_a.weight, self.img_z.bias)
+
+    def _embed_proj(self, obs: Tensor) -> Tensor:
+        """The observation's share of the posterior's first layer (with that layer's bias)."""
+        return F.linear(self._embed(obs), self.post_e.weight, self.post_h.bias)
+
     def _img_step(self, h: Tensor, z: Tensor, a_proj: Tensor) -> Tensor:
-        return self.gru(F.silu(self.img_norm(self.img_z(z) + a_proj)), h)
+        x = torch.addmm(a_proj, z, self.img_z.weight.t())
+        return self.gru(F.silu(self.img_norm(x)), h)
+
+    def _post_logits(self, h: Tensor, e_proj: Tensor) -> Tensor:
+        return self.post_out(torch.addmm(e_proj, h, self.post_h.weight.t()))
 
     def initial_state(self, batch_size: int) -> State:
         c: DreamerV3Config = self.config
@@ -115,18 +123,18 @@ class DreamerV3(WorldModel):
     # --- contract -------------------------------------------------------------------------
     def encode(self, obs: Tensor) -> State:
         state = self.initial_state(obs.shape[0])
-        logits = self.post_out(self.post_h(state["deter"]) + self.post_e(self._embed(obs)))
+        logits = self._post_logits(state["deter"], self._embed_proj(obs))
         z = self._sample(logits, self._race(obs.shape[0]))
         return State({"deter": state["deter"], "stoch": z})
 
     def transition(self, state: State, action: Tensor) -> State:
-        h = self._img_step(state["deter"], state["stoch"], self.img_a(action))
+        h = self._img_step(state["deter"], state["stoch"], self._action_proj(action))
         z = self._sample(self.prior_net(h), self._race(h.shape[0]))
         return State({"deter": h, "stoch": z})
 
     def update(self, state: State, action: Tensor, obs: Tensor) -> State:
-        h = self._img_step(state["deter"], state["stoch"], self.img_a(action))
-        logits = self.post_out(self.post_h(h) + self.post_e(self._embed(obs)))
+        h = self._img_step(state["deter"], state["stoch"], self._action_proj(action))
+        logits = self._post_logits(h, self._embed_proj(obs))
         return State({"deter": h, "stoch": self._sample(logits, self._race(h.shape[0]))})
 
     def decode(self, state: State) -> ModelOutput:
@@ -138,12 +146,24 @@ class DreamerV3(WorldModel):
             continue_prob=torch.sigmoid(self.cont_head(feat)).squeeze(-1),
         )
 
+    def _cell_params(self) -> tuple[Any, ...]:
+        c: DreamerV3Config = self.config
+        ln_post, out = self.post_out[0], self.post_out[2]
+        assert isinstance(ln_post, nn.LayerNorm) and isinstance(out, nn.Linear)
+        assert self.gru.bias_ih is not None and self.gru.bias_hh is not None
+        return (
+            self.img_z.weight, self.img_norm.weight, self.img_norm.bias,
+            self.gru.weight_ih, self.gru.weight_hh, self.gru.bias_ih, self.gru.bias_hh,
+            self.post_h.weight, ln_post.weight, ln_post.bias, out.weight, out.bias,
+            c.classes, c.unimix, self.img_norm.eps,
+        )  # fmt: skip
+
     def observe(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Filter a batch of sequences: returns h, z and posterior logits, each [L, B, ...]."""
         obs = batch.obs.transpose(0, 1)
         steps, size = obs.shape[:2]
-        embed_proj = self.post_e(self._embed(obs))
-        act_proj = self.img_a(batch.action.transpose(0, 1))
+        embed_proj = self._embed_proj(obs)
+        act_proj = self._action_proj(batch.action.transpose(0, 1))
         keep = (1.0 - batch.is_first.transpose(0, 1)).unsqueeze(-1)
         # Segments from our sampler start at t=0 and never cross episodes; skip the masking
         # multiplications unless an episode starts mid-segment.
@@ -151,14 +171,15 @@ class DreamerV3(WorldModel):
         race = self._race(steps, size)
         state = self.initial_state(size)
         h, z = state["deter"], state["stoch"]
+        params = self._cell_params()
         hs, zs, logits_seq = [], [], []
         for t in range(steps):
-            # An episode start resets the recurrent state (segments may begin mid-episode).
-            if restarts:
+            if restarts:  # an episode start resets the recurrent state
                 h, z = h * keep[t], z * keep[t]
-            h = self._img_step(h, z, act_proj[t])
-            logits = self.post_out(self.post_h(h) + embed_proj[t])
-            z = self._sample(logits, None if race is None else race[t])
+            # One fused node per step (see cell.py); the same math as update().
+            h, z, logits = PosteriorStep.apply(
+                h, z, act_proj[t], embed_proj[t], None if race is None else race[t], *params
+            )
             hs.append(h)
             zs.append(z)
             logits_seq.append(logits)
