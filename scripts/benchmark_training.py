@@ -3,10 +3,11 @@
     python scripts/benchmark_training.py                       # both families, preset ci
     python scripts/benchmark_training.py --families tdmpc2 --presets ci,small --threads 2
 
-Per family and preset it prints training throughput (samples/s = batch x sequence per second of
-sampling + model step; best and median of several timing windows), the share of that time spent sampling batches, the median step time,
-and peak memory (peak RSS of a fresh process on CPU; peak allocated memory on CUDA). Each
-configuration runs in its own process so peaks do not mix.
+Per family and preset it prints training throughput (samples/s = batch x sequence per second
+of sampling + model step; best and median of several timing windows), the share of that time
+spent sampling batches, the median step time, and peak memory (peak RSS of a fresh process on
+CPU; peak allocated memory on CUDA). Each configuration runs in its own process so peaks do not
+mix.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ def _inputs(model: torch.nn.Module, batch: int = 5) -> tuple[torch.Tensor, ...]:
     return h, z, a, e
 
 
+def _weighted(weights: list[torch.Tensor], outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return torch.stack([(w * t).sum() for w, t in zip(weights, outputs, strict=True)]).sum()
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_fused_step_matches_autograd_values_and_gradients(
     cartpole: TrajectoryDataset, training: bool
@@ -35,8 +39,12 @@ def test_fused_step_matches_autograd_values_and_gradients(
         assert torch.allclose(f, s, atol=1e-10)
     weights = [torch.randn_like(t) for t in fast]
     tensors = [*inputs, *(p for p in params if isinstance(p, torch.Tensor))]
-    g_fast = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, fast)), tensors)
-    g_slow = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, slow)), tensors)
+    g_fast = torch.autograd.grad(
+        sum((w * t).sum() for w, t in zip(weights, fast, strict=True)), tensors
+    )
+    g_slow = torch.autograd.grad(
+        sum((w * t).sum() for w, t in zip(weights, slow, strict=True)), tensors
+    )
     for gf, gs in zip(g_fast, g_slow, strict=True):
         assert torch.allclose(gf, gs, atol=1e-9)
     assert all(g.abs().sum() > 0 for g in g_fast)

@@ -79,7 +79,7 @@ def _gru(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: T
 
 class PosteriorStep(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         h: Tensor,
         z: Tensor,

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from worldflux.core.model import Capability, Maturity, ModelSpec, WorldModel
 from worldflux.core.registry import register_family
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State
-from worldflux.models.dreamerv3.config import PRESETS, DreamerV3Config
 from worldflux.models.dreamerv3.cell import PosteriorStep, StraightThroughCategorical
+from worldflux.models.dreamerv3.config import PRESETS, DreamerV3Config
 from worldflux.nn import TwoHot, mlp, symexp, symlog
 
 
