@@ -1,8 +1,12 @@
 # Two entry points: `make demo` (the main job) and `make test` (every CI gate).
 # Both create .venv on first use: torch==2.13.0 first and alone, then the rest.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# This machine's pip configuration lists local indexes that do not exist; drop those warnings.
+QUIET_PIP := sed -e '/is ignored: it is neither a file nor a directory/d'
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: setup demo test lint typecheck unit examples benchmark datasets clean
@@ -12,9 +16,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install --quiet torch==2.13.0 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | $(QUIET_PIP)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup

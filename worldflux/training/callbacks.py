@@ -59,9 +59,13 @@ class ProgressPrinter(Callback):
         if trainer.step % self.every and trainer.step != trainer.config.steps:
             return
         elapsed = time.perf_counter() - self._started
+        # The gate metric is shown beside the total: a total with a policy term (-Q) can rise
+        # while the world model improves.
+        gate = trainer.model.gate_metric
+        shown = f" {gate} {metrics[gate]:.4f}" if gate in metrics and gate != "loss" else ""
         print(
             f"{self.label}step {trainer.step}/{trainer.config.steps} "
-            f"loss {metrics['loss']:.4f} ({elapsed:.1f}s)",
+            f"loss {metrics['loss']:.4f}{shown} ({elapsed:.1f}s)",
             file=self.stream,
             flush=True,
         )
