@@ -29,7 +29,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy worldflux
+	$(VENV)/bin/mypy worldflux quality
 
 unit: setup
 	$(PY) -m pytest -q

@@ -126,6 +126,11 @@ class WorldModel(nn.Module):
             continues=torch.stack(continues) if continues else None,
         )
 
+    def diagnostics(self, batch: Batch) -> dict[str, Tensor]:
+        """Named internal tensors that health gates check for NaN/Inf (logits, projections,
+        masks, scheduler states). Families override this; the default exposes none."""
+        return {}
+
     def after_optimizer_step(self) -> None:
         """Called by the trainer after every optimizer step (EMA targets live here)."""
 

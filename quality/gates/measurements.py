@@ -1,0 +1,218 @@
+"""Resource gates (seed document 000, adapted to the device in use), prediction-quality gates
+and the planner boundary.
+
+Prediction gates judge what a model learned, so they are measured on the seeds that succeeded;
+when none did they are skipped (the success-rate gate already says why). They fail closed: a
+probe that raised is a failed gate, never a pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quality.gates.common import Run, ok_runs, seed_succeeded
+from quality.gates.result import GateResult, Status, measured, not_applicable, skipped
+from quality.policy import Policy
+
+
+def _probe_errors(runs: list[Run], probe: str) -> list[str]:
+    return [
+        f"seed {r['seed']}: {r['probes'][probe]['error']}"
+        for r in runs
+        if "error" in r.get("probes", {}).get(probe, {})
+    ]
+
+
+def _failed_closed(name: str, group: str, threshold: float, errors: list[str]) -> GateResult:
+    return GateResult(
+        name,
+        group,
+        "fail",
+        None,
+        threshold,
+        "",
+        "measurement failed (fails closed): " + "; ".join(errors),
+        {"errors": errors},
+    )
+
+
+def peak_memory(runs: list[Run], policy: Policy) -> GateResult:
+    name, threshold = "resource.peak_memory", policy["peak_memory_fraction"]
+    measured_runs = [r for r in ok_runs(runs) if "memory" in r]
+    if not measured_runs:
+        return skipped(name, "resource", "no run finished to measure memory", threshold)
+    per_seed = [
+        {
+            "seed": r["seed"],
+            **r["memory"],
+            "fraction": r["memory"]["peak_mb"] / r["memory"]["device_total_mb"],
+        }
+        for r in measured_runs
+    ]
+    worst = max(p["fraction"] for p in per_seed)
+    return measured(
+        name,
+        "resource",
+        worst,
+        threshold,
+        "<=",
+        {"per_seed": per_seed},
+        f"peak memory / device memory ({per_seed[0]['measured']})",
+    )
+
+
+def throughput(runs: list[Run], policy: Policy) -> GateResult:
+    name, threshold = "resource.throughput", policy["min_samples_per_second"]
+    rates = [
+        (r["seed"], r["samples_per_second"]) for r in ok_runs(runs) if "samples_per_second" in r
+    ]
+    if not rates:
+        return skipped(name, "resource", "no run finished to measure throughput", threshold)
+    worst = min(v for _, v in rates)
+    evidence = {"per_seed": [{"seed": s, "samples_per_second": v} for s, v in rates]}
+    return measured(
+        name,
+        "resource",
+        worst,
+        threshold,
+        ">=",
+        evidence,
+        "slowest training throughput (samples/s, sampling + model step)",
+    )
+
+
+def rollout_latency(runs: list[Run], policy: Policy) -> GateResult:
+    name = "resource.rollout_latency"
+    p50_max, p95_max = policy["rollout_latency_p50_ms"], policy["rollout_latency_p95_ms"]
+    probed = [r for r in ok_runs(runs) if "latency" in r.get("probes", {})]
+    if not probed:
+        return skipped(name, "resource", "no run finished to measure latency", p95_max)
+    errors = _probe_errors(probed, "latency")
+    if errors:
+        return _failed_closed(name, "resource", p95_max, errors)
+    per_seed = [{"seed": r["seed"], **r["probes"]["latency"]} for r in probed]
+    p50 = max(p["p50_ms"] for p in per_seed)
+    p95 = max(p["p95_ms"] for p in per_seed)
+    passed = p50 <= p50_max and p95 <= p95_max
+    reason = (
+        f"rollout of {per_seed[0]['horizon']} steps: worst p50 {p50:.2f} ms (budget {p50_max}), "
+        f"worst p95 {p95:.2f} ms (budget {p95_max})"
+    )
+    evidence: dict[str, Any] = {"per_seed": per_seed, "p50_budget_ms": p50_max}
+    return GateResult(
+        name, "resource", "pass" if passed else "fail", p95, p95_max, "<=", reason, evidence
+    )
+
+
+def _succeeded(runs: list[Run], policy: Policy) -> list[Run]:
+    return [r for r in runs if seed_succeeded(r, policy)]
+
+
+def open_loop_error(runs: list[Run], policy: Policy) -> list[GateResult]:
+    thresholds = policy["prediction_nmse_max"]
+    names = {k: f"prediction.open_loop_nmse_{k}" for k in sorted(thresholds, key=int)}
+    good = _succeeded(runs, policy)
+    if not good:
+        return [
+            skipped(
+                n,
+                "prediction",
+                "no seed succeeded, so there is no learned model to judge",
+                thresholds[k],
+            )
+            for k, n in names.items()
+        ]
+    errors = _probe_errors(good, "open_loop")
+    results = []
+    for k, name in names.items():
+        if errors:
+            results.append(_failed_closed(name, "prediction", thresholds[k], errors))
+            continue
+        per_seed = [
+            {
+                "seed": r["seed"],
+                "nmse": r["probes"]["open_loop"]["nmse"][k],
+                "space": r["probes"]["open_loop"]["space"],
+            }
+            for r in good
+        ]
+        worst = max(p["nmse"] for p in per_seed)
+        results.append(
+            measured(
+                name,
+                "prediction",
+                worst,
+                thresholds[k],
+                "<=",
+                {"per_seed": per_seed},
+                f"worst normalized {k}-step open-loop error ({per_seed[0]['space']} space)",
+            )
+        )
+    return results
+
+
+def psnr(runs: list[Run], policy: Policy, obs_shape: tuple[int, ...]) -> GateResult:
+    if len(obs_shape) != 3:
+        return not_applicable(
+            "prediction.psnr", "prediction", f"observations are vectors {obs_shape}, not images"
+        )
+    return skipped(
+        "prediction.psnr",
+        "prediction",
+        "no PSNR probe ran for these image observations",
+        policy["psnr_min"],
+    )
+
+
+def plausibility(runs: list[Run], policy: Policy) -> GateResult:
+    name, threshold = "prediction.plausibility", policy["plausibility_max_violation"]
+    good = _succeeded(runs, policy)
+    if not good:
+        return skipped(name, "prediction", "no seed succeeded", threshold)
+    errors = _probe_errors(good, "plausibility")
+    if errors:
+        return _failed_closed(name, "prediction", threshold, errors)
+    per_seed = [{"seed": r["seed"], **r["probes"]["plausibility"]} for r in good]
+    worst = max(p["violation_fraction"] for p in per_seed)
+    return measured(
+        name,
+        "prediction",
+        worst,
+        threshold,
+        "<=",
+        {"per_seed": per_seed, "margin": policy["plausibility_margin"]},
+        f"fraction of imagined {per_seed[0]['quantity']} values outside the data's range "
+        f"+/- {policy['plausibility_margin']:.0%}",
+    )
+
+
+def planner_boundary(runs: list[Run], policy: Policy) -> GateResult:
+    name, horizon = "planner.boundary", policy["planner_horizon"]
+    probed = [r for r in ok_runs(runs) if "planner" in r.get("probes", {})]
+    if not probed:
+        return skipped(name, "planner", "no run finished to plan with", horizon)
+    errors = _probe_errors(probed, "planner")
+    if errors:
+        return _failed_closed(name, "planner", horizon, errors)
+    probes = [r["probes"]["planner"] for r in probed]
+    if not any(p["applicable"] for p in probes):
+        return not_applicable(name, "planner", "the family does not predict rewards")
+    bad = [
+        f"seed {r['seed']}: {p}"
+        for r, p in zip(probed, probes, strict=True)
+        if not (
+            p["is_action_payload"]
+            and p["horizon_extra"] == horizon
+            and p["shape"][0] == horizon
+            and p["finite"]
+        )
+    ]
+    status: Status = "fail" if bad else "pass"
+    reason = (
+        f"CEM planner returned ActionPayload with extras['wf.planner.horizon'] == {horizon}"
+        if not bad
+        else "planner contract broken: " + "; ".join(bad)
+    )
+    return GateResult(
+        name, "planner", status, float(len(bad)), 0.0, "==", reason, {"per_seed": probes}
+    )

@@ -1,0 +1,278 @@
+"""Measurements on a trained model that feed the gates: save/load parity, open-loop prediction
+error, physical plausibility, rollout latency, output finiteness, the planner boundary.
+
+Each probe returns plain JSON-able numbers. Probes never decide pass/fail; gates do.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldflux import ActionPayload, Capability, WorldModel, from_pretrained
+from worldflux.core.types import Batch
+from worldflux.data import TrajectoryDataset
+from worldflux.planners import CEMPlanner
+
+PROBE_SEED = 7  # fixed: every seed and every evaluation probes the same held-out segments
+
+
+def _outputs(model: WorldModel, batch: Batch) -> dict[str, Tensor]:
+    """Every output the contract exposes on a batch: loss terms, encoded and imagined states,
+    decoded predictions."""
+    out = model.loss(batch)
+    tensors = {f"loss.{k}": v.reshape(1) for k, v in out.components.items()}
+    state = model.encode(batch.obs[:, 0])
+    trajectory = model.rollout(state, batch.action[:, 1:].transpose(0, 1))
+    for key, value in trajectory.states.tensors.items():
+        tensors[f"rollout.{key}"] = value
+    for name in ("rewards", "continues", "values"):
+        value = getattr(trajectory, name)
+        if value is not None:
+            tensors[f"rollout.{name}"] = value
+    decoded = model.decode(state)
+    for name in ("observation", "reward", "continue_prob"):
+        value = getattr(decoded, name)
+        if value is not None:
+            tensors[f"decode.{name}"] = value
+    for name, value in model.diagnostics(batch).items():
+        tensors[f"diagnostics.{name}"] = value
+    return tensors
+
+
+@torch.no_grad()
+def save_load_parity(
+    model: WorldModel, checkpoint_dir: str, batches: list[Batch]
+) -> dict[str, Any]:
+    """Reload the checkpoint and compare every output with the in-memory model's."""
+    reloaded = from_pretrained(checkpoint_dir, device=model.device).eval()
+    was_training = model.training
+    model.eval()
+    try:
+        worst, worst_name = 0.0, ""
+        for batch in batches:
+            a, b = _outputs(model, batch), _outputs(reloaded, batch)
+            for name, value in a.items():
+                diff = float((value - b[name]).abs().max())
+                if not math.isfinite(diff) or diff > worst:
+                    worst, worst_name = diff, name
+    finally:
+        model.train(was_training)
+    return {"max_abs_diff": worst if math.isfinite(worst) else None, "worst_output": worst_name}
+
+
+@torch.no_grad()
+def outputs_finite(model: WorldModel, batches: list[Batch]) -> dict[str, Any]:
+    """Which outputs (loss terms, states, predictions, family diagnostics) hold NaN/Inf."""
+    model.eval()
+    names: set[str] = set()
+    bad: set[str] = set()
+    for batch in batches:
+        for name, value in _outputs(model, batch).items():
+            names.add(name)
+            if not bool(torch.isfinite(value).all()):
+                bad.add(name)
+    model.train()
+    return {"finite": not bad, "non_finite_outputs": sorted(bad), "outputs": sorted(names)}
+
+
+def contract_check(model: WorldModel, batch: Batch) -> dict[str, Any]:
+    """Exercise every method of the contract and report what does not hold."""
+    problems: list[str] = []
+    size = batch.batch_size
+    checks: list[tuple[str, Any]] = []
+    try:
+        with torch.no_grad():
+            state = model.encode(batch.obs[:, 0])
+            checks.append(("encode batch size", state.batch_size == size))
+            nxt = model.transition(state, batch.action[:, 1])
+            checks.append(
+                ("transition keeps state keys", nxt.tensors.keys() == state.tensors.keys())
+            )
+            post = model.update(state, batch.action[:, 1], batch.obs[:, 1])
+            checks.append(("update keeps state keys", post.tensors.keys() == state.tensors.keys()))
+            model.decode(post)
+            trajectory = model.rollout(state, batch.action[:, 1:].transpose(0, 1))
+            first = next(iter(trajectory.states.tensors.values()))
+            checks.append(("rollout has T+1 states", first.shape[0] == batch.seq_len))
+        out = model.loss(batch)
+        checks.append(("loss is a scalar", out.loss.ndim == 0))
+        checks.append(("gate metric reported", model.gate_metric in out.metrics))
+        checks.append(
+            ("components are tensors", all(isinstance(v, Tensor) for v in out.components.values()))
+        )
+    except Exception as err:
+        problems.append(f"{type(err).__name__}: {err}")
+    problems += [name for name, ok in checks if not ok]
+    return {"ok": not problems, "problems": problems, "checked": [name for name, _ in checks]}
+
+
+def _observation_stats(data: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    obs = data.columns()["observation"].reshape(len(data), -1).astype(np.float64)
+    return obs.min(0), obs.max(0), obs.var(0)
+
+
+@torch.no_grad()
+def open_loop_error(
+    model: WorldModel,
+    held_out: TrajectoryDataset,
+    train: TrajectoryDataset,
+    horizons: list[int],
+    batch_size: int = 32,
+    context: int = 5,
+) -> dict[str, Any]:
+    """Normalized open-loop error k steps ahead on held-out segments.
+
+    The model filters ``context`` observed steps (``encode`` then ``update``: recurrent
+    families need a history to know velocities), then imagines the recorded actions. With an
+    observation decoder the error is MSE(decoded, true) / Var(true) per dimension (variance of
+    the training observations): 0 is perfect, 1 is as good as predicting the mean. Without a
+    decoder it is measured in the model's latent space against its own encoding of the true
+    observation, normalized by the variance of those encodings (a collapsed encoder, whose
+    variance vanishes, is an error, not a perfect score).
+    """
+    model.eval()
+    steps = max(horizons)
+    length = context + steps
+    batch = held_out.fixed_batches(1, batch_size, length, seed=PROBE_SEED)[0].to(model.device)
+    state = model.encode(batch.obs[:, 0])
+    for t in range(1, context):
+        state = model.update(state, batch.action[:, t], batch.obs[:, t])
+    trajectory = model.rollout(state, batch.action[:, context:].transpose(0, 1))
+    start = context - 1  # imagined state k corresponds to observation start + k
+    decoder = Capability.OBSERVATION_DECODER in model.capabilities
+    errors: dict[str, float] = {}
+    if decoder:
+        _, _, var = _observation_stats(train)
+        scale = torch.as_tensor(np.maximum(var, 1e-8), dtype=torch.float32, device=model.device)
+    for k in horizons:
+        imagined = trajectory.state_at(k)
+        if decoder:
+            predicted = model.decode(imagined).observation
+            assert predicted is not None
+            truth = batch.obs[:, start + k].flatten(1)
+            error = float(((predicted.flatten(1) - truth) ** 2 / scale).mean())
+        else:
+            target = model.encode(batch.obs[:, start + k])
+            num = sum(float(((imagined[n] - target[n]) ** 2).mean()) for n in target.tensors)
+            den = sum(float(target[n].var(0).mean()) for n in target.tensors)
+            if den < 1e-10:
+                raise ValueError("encodings of different observations do not vary: collapsed")
+            error = num / den
+        errors[str(k)] = error
+    model.train()
+    space = "observation" if decoder else "latent"
+    return {"space": space, "context": context, "nmse": errors}
+
+
+@torch.no_grad()
+def plausibility(
+    model: WorldModel,
+    held_out: TrajectoryDataset,
+    train: TrajectoryDataset,
+    horizon: int,
+    margin: float,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Fraction of imagined values outside the data set's observed range widened by ``margin``
+    times its width: decoded observations when the family decodes them, else predicted
+    rewards."""
+    model.eval()
+    batch = held_out.fixed_batches(1, batch_size, 2, seed=PROBE_SEED)[0].to(model.device)
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    actions = _random_actions(train, horizon, batch_size, generator).to(model.device)
+    trajectory = model.rollout(model.encode(batch.obs[:, 0]), actions)
+    if Capability.OBSERVATION_DECODER in model.capabilities:
+        low, high, _ = _observation_stats(train)
+        values = torch.stack(
+            [model.decode(trajectory.state_at(t)).observation for t in range(1, horizon + 1)]  # type: ignore[misc]
+        ).flatten(2)
+        quantity = "observation"
+    elif trajectory.rewards is not None:
+        rewards = train.columns()["reward"].astype(np.float64)
+        low, high = np.array([rewards.min()]), np.array([rewards.max()])
+        values = trajectory.rewards.unsqueeze(-1)
+        quantity = "reward"
+    else:
+        raise ValueError("the family predicts neither observations nor rewards")
+    width = np.maximum(high - low, 1e-6)
+    lo = torch.as_tensor(low - margin * width, dtype=values.dtype, device=values.device)
+    hi = torch.as_tensor(high + margin * width, dtype=values.dtype, device=values.device)
+    outside = (values < lo) | (values > hi) | ~torch.isfinite(values)
+    model.train()
+    return {
+        "quantity": quantity,
+        "horizon": horizon,
+        "violation_fraction": float(outside.float().mean()),
+        "max_value": float(values.max()),
+        "min_value": float(values.min()),
+    }
+
+
+def _random_actions(
+    data: TrajectoryDataset, horizon: int, batch: int, generator: torch.Generator
+) -> Tensor:
+    dim = data.spec.action_dim
+    if data.spec.discrete:
+        index = torch.randint(0, dim, (horizon, batch), generator=generator)
+        return torch.nn.functional.one_hot(index, dim).float()
+    return torch.rand(horizon, batch, dim, generator=generator) * 2 - 1
+
+
+@torch.no_grad()
+def rollout_latency(
+    model: WorldModel, held_out: TrajectoryDataset, horizon: int, repeats: int = 30
+) -> dict[str, Any]:
+    """Wall time of one imagined rollout of ``horizon`` steps from one state (batch 1)."""
+    model.eval()
+    obs = held_out.fixed_batches(1, 1, 2, seed=PROBE_SEED)[0].obs[:, 0].to(model.device)
+    actions = torch.zeros(horizon, 1, held_out.spec.action_dim, device=model.device)
+    times = []
+    for i in range(repeats + 3):
+        started = time.perf_counter()
+        model.rollout(model.encode(obs), actions)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 3:  # warm-up excluded
+            times.append(1000 * (time.perf_counter() - started))
+    model.train()
+    times.sort()
+    return {
+        "horizon": horizon,
+        "p50_ms": statistics.median(times),
+        "p95_ms": times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)],
+    }
+
+
+@torch.no_grad()
+def planner_boundary(
+    model: WorldModel, held_out: TrajectoryDataset, horizon: int
+) -> dict[str, Any]:
+    """Plan through the capability contract and check the payload it returns."""
+    if Capability.REWARD_PREDICTION not in model.capabilities:
+        return {"applicable": False}
+    obs = held_out.fixed_batches(1, 1, 2, seed=PROBE_SEED)[0].obs[:, 0].to(model.device)
+    planner = CEMPlanner(
+        horizon,
+        held_out.spec.action_dim,
+        discrete=held_out.spec.discrete,
+        num_samples=64,
+        num_elites=8,
+        iterations=2,
+        seed=PROBE_SEED,
+    )
+    payload = planner.plan(model, model.encode(obs))
+    return {
+        "applicable": True,
+        "is_action_payload": isinstance(payload, ActionPayload),
+        "horizon_extra": payload.extras.get("wf.planner.horizon"),
+        "shape": list(payload.tensor.shape),
+        "kind": payload.kind,
+        "finite": bool(torch.isfinite(payload.tensor).all()),
+    }

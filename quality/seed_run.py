@@ -1,0 +1,271 @@
+"""One seed run: train a family on a data set with one seed and collect the gate evidence.
+
+A run never raises for a model's failure: divergence, a non-finite evaluation or any exception
+is recorded with its reason (``status: "failed"``) so that a sweep goes on. The held-out gate
+metric is measured before and after training on the same fixed held-out batches. Training time
+excludes evaluation, checkpoint I/O and probes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import worldflux
+from quality import probes
+from quality.policy import Policy
+from quality.stats import relative_drop
+from worldflux import TrainingDivergedError, WorldModel
+from worldflux.data import TrajectoryDataset, load_bundled
+from worldflux.training import History, Trainer, TrainerConfig, seed_everything
+from worldflux.training.checkpoint import weights_sha256
+
+HELD_OUT_FRACTION = 0.2
+SPLIT_SEED = 0  # every seed is judged on the same held-out episodes
+
+
+@dataclass(frozen=True)
+class SeedRunSpec:
+    family: str
+    seed: int
+    steps: int
+    preset: str = "ci"
+    dataset: str = "pendulum"
+    batch_size: int = 16
+    seq_len: int = 16
+    lr: float = 1e-3
+    eval_batches: int = 8
+    device: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    kind: str = "seed"  # "seed", or "repeat" for the repeatability re-runs
+
+    @classmethod
+    def from_policy(cls, policy: Policy, seed: int, steps: int, **changes: Any) -> SeedRunSpec:
+        t = policy.training
+        values: dict[str, Any] = {
+            "family": policy.family,
+            "seed": seed,
+            "steps": steps,
+            "preset": t["preset"],
+            "dataset": t["dataset"],
+            "batch_size": t["batch_size"],
+            "seq_len": t["seq_len"],
+            "lr": t["lr"],
+            "eval_batches": t["eval_batches"],
+        }
+        values.update(changes)
+        return cls(**values)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: _finite(v) for k, v in metrics.items()}
+
+
+def split(data: TrajectoryDataset) -> tuple[TrajectoryDataset, TrajectoryDataset]:
+    return data.split(HELD_OUT_FRACTION, seed=SPLIT_SEED)
+
+
+def _trend(history: History, gate: str, steps: int) -> dict[str, Any]:
+    """Training-loss trend within the first ``steps`` steps: the mean of the first and of the
+    last tenth of that window (means, because single training batches are noisy)."""
+    values = history.metrics.get(gate, [])[:steps]
+    if not values:
+        return {"steps": 0, "start": None, "end": None, "drop": None}
+    window = max(1, len(values) // 10)
+    start = sum(values[:window]) / window
+    end = sum(values[-window:]) / window
+    return {
+        "steps": len(values),
+        "window": window,
+        "start": _finite(start),
+        "end": _finite(end),
+        "drop": _finite(relative_drop(start, end)),
+    }
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, float, str]:
+    """(peak, device total, what was measured) in MiB."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory / 2**20
+        return torch.cuda.max_memory_allocated(device) / 2**20, total, "cuda max allocated"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak, total, "process peak RSS (host memory)"
+
+
+def _probe(record: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]]) -> None:
+    """Run one probe; an exception is recorded as the probe's error (gates fail closed)."""
+    try:
+        record["probes"][name] = fn()
+    except Exception as err:  # a probe failure is evidence, not a crash
+        record["probes"][name] = {"error": f"{type(err).__name__}: {err}"}
+
+
+def run_seed(
+    spec: SeedRunSpec,
+    policy: Policy,
+    *,
+    checkpoint_root: Path | None = None,
+    with_probes: bool = True,
+    model_factory: Callable[[SeedRunSpec, TrajectoryDataset], WorldModel] | None = None,
+) -> dict[str, Any]:
+    """Train one seed and return its JSON-able record (see docs/quality-gates.md)."""
+    started = time.perf_counter()
+    record: dict[str, Any] = {
+        "kind": spec.kind,
+        **{k: v for k, v in asdict(spec).items() if k != "kind"},
+        "status": "ok",
+        "failure": None,
+        "steps_completed": 0,
+        "gate_metric": None,
+        "probes": {},
+        "checkpoint": None,
+    }
+    timings = {k: 0.0 for k in ("setup", "train", "eval", "checkpoint", "probe")}
+    try:
+        data = load_bundled(spec.dataset)
+        record["dataset_digest"] = data.digest
+        train, held_out = split(data)
+        seed_everything(spec.seed)  # the initial weights depend on the seed too
+        model = (model_factory or _create)(spec, data)
+        record["family"] = model.family
+        record["gate_metric"] = model.gate_metric
+        history = History()
+        config = TrainerConfig(
+            steps=spec.steps,
+            batch_size=spec.batch_size,
+            seq_len=spec.seq_len,
+            lr=spec.lr,
+            seed=spec.seed,
+            eval_batches=spec.eval_batches,
+            device=spec.device,
+        )
+        trainer = Trainer(model, train, config, eval_data=held_out, callbacks=[history])
+        record["device"] = str(trainer.device)
+        timings["setup"] = time.perf_counter() - started
+
+        t0 = time.perf_counter()
+        before = trainer.evaluate()
+        timings["eval"] += time.perf_counter() - t0
+        record["before"] = _clean(before)
+        try:
+            result = trainer.fit()
+            timings["train"] = result.train_seconds
+            record["samples_per_second"] = result.samples_per_second
+        except TrainingDivergedError as err:
+            timings["train"] = trainer.train_seconds
+            record["status"] = "failed"
+            record["failure"] = {
+                "kind": "diverged",
+                "step": err.step,
+                "component": err.component,
+                "message": str(err),
+            }
+        record["steps_completed"] = trainer.step
+        record["trend"] = _trend(history, model.gate_metric, int(policy["trend_steps"]))
+        if record["status"] == "failed":
+            return record
+
+        t0 = time.perf_counter()
+        after = trainer.evaluate()
+        timings["eval"] += time.perf_counter() - t0
+        record["after"] = _clean(after)
+        gate = model.gate_metric
+        record["metric_before"] = _finite(before.get(gate))
+        record["metric_after"] = _finite(after.get(gate))
+        record["drop"] = _finite(relative_drop(before[gate], after[gate]))
+        bad = sorted(k for k, v in after.items() if not math.isfinite(v))
+        if bad:
+            record["status"] = "failed"
+            record["failure"] = {
+                "kind": "non_finite_eval",
+                "components": bad,
+                "message": f"held-out evaluation is not finite for {bad}",
+            }
+            return record
+        peak, total, what = _peak_memory_mb(trainer.device)
+        record["memory"] = {"peak_mb": peak, "device_total_mb": total, "measured": what}
+
+        if checkpoint_root is not None:
+            t0 = time.perf_counter()
+            out = Path(checkpoint_root) / model.family / f"seed_{spec.seed}"
+            model.save_pretrained(out)
+            record["checkpoint"] = {"path": str(out), "sha256": weights_sha256(out)}
+            timings["checkpoint"] = time.perf_counter() - t0
+
+        if with_probes:
+            t0 = time.perf_counter()
+            _run_probes(record, model, train, held_out, trainer, policy)
+            timings["probe"] = time.perf_counter() - t0
+    except Exception as err:  # recorded, so the sweep goes on
+        record["status"] = "failed"
+        record["failure"] = {
+            "kind": "exception",
+            "message": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(limit=4)[-2000:],
+        }
+    finally:
+        record["timings"] = {f"{k}_seconds": v for k, v in timings.items()}
+        record["timings"]["total_seconds"] = time.perf_counter() - started
+    return record
+
+
+def _create(spec: SeedRunSpec, data: TrajectoryDataset) -> WorldModel:
+    overrides = dict(spec.overrides)
+    family = worldflux.canonical_family(spec.family)
+    if family == "tdmpc2" and data.spec.discrete:
+        overrides.setdefault("discrete_actions", True)
+    return worldflux.create_world_model(
+        f"{family}:{spec.preset}",
+        obs_shape=data.spec.obs_shape,
+        action_dim=data.spec.action_dim,
+        **overrides,
+    )
+
+
+def _run_probes(
+    record: dict[str, Any],
+    model: WorldModel,
+    train: TrajectoryDataset,
+    held_out: TrajectoryDataset,
+    trainer: Trainer,
+    policy: Policy,
+) -> None:
+    horizons = sorted(int(k) for k in policy["prediction_nmse_max"])
+    batches = trainer.eval_batches[:2]
+    _probe(record, "outputs", lambda: probes.outputs_finite(model, batches))
+    _probe(record, "contract", lambda: probes.contract_check(model, batches[0]))
+    if record["checkpoint"] is not None:
+        path = record["checkpoint"]["path"]
+        _probe(record, "parity", lambda: probes.save_load_parity(model, path, batches))
+    _probe(record, "open_loop", lambda: probes.open_loop_error(model, held_out, train, horizons))
+    _probe(
+        record,
+        "plausibility",
+        lambda: probes.plausibility(
+            model, held_out, train, int(policy["rollout_horizon"]), policy["plausibility_margin"]
+        ),
+    )
+    _probe(
+        record,
+        "latency",
+        lambda: probes.rollout_latency(model, held_out, int(policy["rollout_horizon"])),
+    )
+    _probe(
+        record,
+        "planner",
+        lambda: probes.planner_boundary(model, held_out, int(policy["planner_horizon"])),
+    )
