@@ -156,7 +156,8 @@ class Trainer:
         for name, param in self.model.named_parameters():
             if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
                 return name
-        return "<unknown parameter>"
+        # Every gradient is finite but the sum of their squares overflowed float32.
+        return "<total gradient norm: overflow>"
 
     # --- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
