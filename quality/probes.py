@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from worldflux import ActionPayload, Capability, WorldModel, from_pretrained
-from worldflux.core.types import Batch
+from worldflux.core.types import Batch, Trajectory
 from worldflux.data import TrajectoryDataset
 from worldflux.planners import CEMPlanner
 
@@ -118,6 +118,20 @@ def _observation_stats(data: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray,
     return obs.min(0), obs.max(0), obs.var(0)
 
 
+def _imagine_recorded(
+    model: WorldModel, held_out: TrajectoryDataset, context: int, horizon: int, batch_size: int
+) -> tuple[Batch, Trajectory]:
+    """Filter ``context`` observed steps of fixed held-out segments (``encode`` then
+    ``update``: recurrent families need a history to know velocities), then imagine the next
+    ``horizon`` recorded actions."""
+    length = context + horizon
+    batch = held_out.fixed_batches(1, batch_size, length, seed=PROBE_SEED)[0].to(model.device)
+    state = model.encode(batch.obs[:, 0])
+    for t in range(1, context):
+        state = model.update(state, batch.action[:, t], batch.obs[:, t])
+    return batch, model.rollout(state, batch.action[:, context:].transpose(0, 1))
+
+
 @torch.no_grad()
 def open_loop_error(
     model: WorldModel,
@@ -138,13 +152,7 @@ def open_loop_error(
     variance vanishes, is an error, not a perfect score).
     """
     model.eval()
-    steps = max(horizons)
-    length = context + steps
-    batch = held_out.fixed_batches(1, batch_size, length, seed=PROBE_SEED)[0].to(model.device)
-    state = model.encode(batch.obs[:, 0])
-    for t in range(1, context):
-        state = model.update(state, batch.action[:, t], batch.obs[:, t])
-    trajectory = model.rollout(state, batch.action[:, context:].transpose(0, 1))
+    batch, trajectory = _imagine_recorded(model, held_out, context, max(horizons), batch_size)
     start = context - 1  # imagined state k corresponds to observation start + k
     decoder = Capability.OBSERVATION_DECODER in model.capabilities
     errors: dict[str, float] = {}
@@ -187,12 +195,7 @@ def plausibility(
     ``context`` steps), whose true outcomes are physical, so leaving the range is the model's
     doing."""
     model.eval()
-    length = context + horizon
-    batch = held_out.fixed_batches(1, batch_size, length, seed=PROBE_SEED)[0].to(model.device)
-    state = model.encode(batch.obs[:, 0])
-    for t in range(1, context):
-        state = model.update(state, batch.action[:, t], batch.obs[:, t])
-    trajectory = model.rollout(state, batch.action[:, context:].transpose(0, 1))
+    _, trajectory = _imagine_recorded(model, held_out, context, horizon, batch_size)
     if Capability.OBSERVATION_DECODER in model.capabilities:
         low, high, _ = _observation_stats(train)
         decoded = [model.decode(trajectory.state_at(t)).observation for t in range(1, horizon + 1)]

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from quality.gates.result import GateResult, measured, skipped
+from quality.gates.result import GateResult, failed, measured, skipped
 from quality.policy import Policy
 from quality.stats import (
     bootstrap_rate_interval,
@@ -145,15 +145,12 @@ def repeatability(repeats: list[Run] | None, policy: Policy) -> GateResult:
         return skipped(name, "reproducibility", "no same-seed re-runs were made", threshold)
     first, second = repeats[0], repeats[1]
     if first["status"] != "ok" or second["status"] != "ok":
-        return GateResult(
+        message = (first["failure"] or second["failure"] or {}).get("message", "")
+        return failed(
             name,
             "reproducibility",
-            "fail",
-            None,
+            f"a same-seed re-run failed: {message}",
             threshold,
-            "<=",
-            "a same-seed re-run failed: "
-            f"{(first['failure'] or second['failure'] or {}).get('message', '')}",
             {"runs": [first.get("failure"), second.get("failure")]},
         )
     keys = sorted(set(first["after"]) & set(second["after"]))
@@ -191,14 +188,11 @@ def save_load_parity(runs: list[Run], policy: Policy) -> GateResult:
         per_seed.append({"seed": r["seed"], **probe})
         worst = max(worst, probe["max_abs_diff"])
     if errors:  # fail closed: a reload that cannot be compared is not parity
-        return GateResult(
+        return failed(
             name,
             "reproducibility",
-            "fail",
-            None,
-            threshold,
-            "<=",
             "reloading failed: " + "; ".join(errors),
+            threshold,
             {"per_seed": per_seed, "errors": errors},
         )
     result = measured(

@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from quality.gates.common import Run, ok_runs, seed_succeeded
-from quality.gates.result import GateResult, Status, measured, not_applicable, skipped
+from quality.gates.result import (
+    GateResult,
+    Status,
+    failed,
+    measured,
+    not_applicable,
+    skipped,
+)
 from quality.policy import Policy
 
 
@@ -24,16 +31,8 @@ def _probe_errors(runs: list[Run], probe: str) -> list[str]:
 
 
 def _failed_closed(name: str, group: str, threshold: float, errors: list[str]) -> GateResult:
-    return GateResult(
-        name,
-        group,
-        "fail",
-        None,
-        threshold,
-        "",
-        "measurement failed (fails closed): " + "; ".join(errors),
-        {"errors": errors},
-    )
+    reason = "measurement failed (fails closed): " + "; ".join(errors)
+    return failed(name, group, reason, threshold, {"errors": errors})
 
 
 def peak_memory(runs: list[Run], policy: Policy) -> GateResult:

@@ -47,6 +47,13 @@ def compare(value: float, threshold: float, comparison: str) -> bool:
     raise ValueError(f"unknown comparison {comparison!r}")
 
 
+def failed(
+    name: str, group: str, reason: str, threshold: float | None, evidence: dict[str, Any]
+) -> GateResult:
+    """A failure with no measured value: the measurement itself failed (gates fail closed)."""
+    return GateResult(name, group, "fail", None, threshold, "", reason, evidence)
+
+
 def skipped(name: str, group: str, reason: str, threshold: float | None = None) -> GateResult:
     return GateResult(name, group, "skipped", None, threshold, "", reason)
 
