@@ -88,16 +88,8 @@ def parse_args(
 
 def create_model(family: str, data: TrajectoryDataset, seed: int) -> worldflux.WorldModel:
     """``<family>:ci`` sized for ``data``; the initial weights depend on ``seed``."""
-    overrides: dict[str, object] = {}
-    if family == "tdmpc2" and data.spec.discrete:
-        overrides["discrete_actions"] = True  # a categorical policy prior over one-hot actions
     seed_everything(seed)
-    return worldflux.create_world_model(
-        f"{family}:ci",
-        obs_shape=data.spec.obs_shape,
-        action_dim=data.spec.action_dim,
-        **overrides,
-    )
+    return worldflux.create_world_model_for(f"{family}:ci", data.spec)
 
 
 def train_save_reload(family: str, args: argparse.Namespace, out: Path) -> int:

@@ -224,16 +224,8 @@ def run_seed(
 
 
 def _create(spec: SeedRunSpec, data: TrajectoryDataset) -> WorldModel:
-    overrides = dict(spec.overrides)
     family = worldflux.canonical_family(spec.family)
-    if family == "tdmpc2" and data.spec.discrete:
-        overrides.setdefault("discrete_actions", True)
-    return worldflux.create_world_model(
-        f"{family}:{spec.preset}",
-        obs_shape=data.spec.obs_shape,
-        action_dim=data.spec.action_dim,
-        **overrides,
-    )
+    return worldflux.create_world_model_for(f"{family}:{spec.preset}", data.spec, **spec.overrides)
 
 
 def _run_probes(

@@ -2,6 +2,7 @@
 
     python scripts/benchmark_training.py                       # both families, preset ci
     python scripts/benchmark_training.py --families tdmpc2 --presets ci,small --threads 2
+    python scripts/benchmark_training.py --families all --steps 50 --repeats 1
 
 Per family and preset it prints training throughput (samples/s = batch x sequence per second
 of sampling + model step; best and median of several timing windows), the share of that time
@@ -21,27 +22,19 @@ import sys
 import time
 from typing import Any
 
-DATASETS = {"dreamerv3": "cartpole", "tdmpc2": "pendulum"}
-
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import worldflux
+    from quality.policy import load_policy
     from worldflux.data import load_bundled
     from worldflux.training import Trainer, TrainerConfig
 
     torch.set_num_threads(args.threads)
-    data = load_bundled(args.dataset or DATASETS.get(args.family, "pendulum"))
-    overrides: dict[str, Any] = {}
-    if args.family == "tdmpc2" and data.spec.discrete:
-        overrides["discrete_actions"] = True
-    model = worldflux.create_world_model(
-        f"{args.family}:{args.preset}",
-        obs_shape=data.spec.obs_shape,
-        action_dim=data.spec.action_dim,
-        **overrides,
-    )
+    # Each family trains on the data set its gate policy names (quality/policies/<family>.json).
+    data = load_bundled(args.dataset or load_policy(args.family).training["dataset"])
+    model = worldflux.create_world_model_for(f"{args.family}:{args.preset}", data.spec)
     config = TrainerConfig(
         steps=args.warmup + args.steps,
         batch_size=args.batch_size,
@@ -99,7 +92,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--families", default="dreamerv3,tdmpc2")
+    parser.add_argument(
+        "--families", default="dreamerv3,tdmpc2", help="comma-separated, or 'all' registered"
+    )
     parser.add_argument("--presets", default="ci")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=50)
@@ -109,7 +104,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--dataset", default=None, help="default: cartpole for dreamerv3, else pendulum"
+        "--dataset", default=None, help="default: the data set of the family's gate policy"
     )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--family", help=argparse.SUPPRESS)
@@ -127,7 +122,12 @@ def main() -> int:
     )
     print(header)
     print("-" * len(header))
-    for family in args.families.split(","):
+    families = args.families.split(",")
+    if args.families == "all":
+        import worldflux
+
+        families = [entry["family"] for entry in worldflux.list_models()]
+    for family in families:
         for preset in args.presets.split(","):
             cmd = [sys.executable, __file__, "--family", family, "--preset", preset]
             for flag in (

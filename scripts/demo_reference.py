@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -135,16 +134,8 @@ def train_seed(
     args: argparse.Namespace,
 ) -> SeedResult:
     started = time.perf_counter()
-    overrides: dict[str, Any] = {}
-    if family == "tdmpc2" and train.spec.discrete:
-        overrides["discrete_actions"] = True
     seed_everything(seed)  # the initial weights depend on the seed too
-    model = worldflux.create_world_model(
-        f"{family}:ci",
-        obs_shape=train.spec.obs_shape,
-        action_dim=train.spec.action_dim,
-        **overrides,
-    )
+    model = worldflux.create_world_model_for(f"{family}:ci", train.spec)
     config = TrainerConfig(
         steps=args.steps, batch_size=BATCH_SIZE, seq_len=SEQ_LEN, seed=seed, device=args.device
     )

@@ -18,6 +18,7 @@ from worldflux.core.model import Capability, Maturity, ModelSpec, WorldModel
 from worldflux.core.registry import (
     canonical_family,
     create_world_model,
+    create_world_model_for,
     list_models,
     register_family,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "canonical_family",
     "contract_fingerprint",
     "create_world_model",
+    "create_world_model_for",
     "from_pretrained",
     "list_models",
     "register_family",

@@ -19,12 +19,5 @@ def pendulum() -> TrajectoryDataset:
 
 
 def make_model(family: str, data: TrajectoryDataset, **overrides: object) -> WorldModel:
-    if family == "tdmpc2" and data.spec.discrete:
-        overrides.setdefault("discrete_actions", True)
     torch.manual_seed(0)
-    return worldflux.create_world_model(
-        f"{family}:ci",
-        obs_shape=data.spec.obs_shape,
-        action_dim=data.spec.action_dim,
-        **overrides,
-    )
+    return worldflux.create_world_model_for(f"{family}:ci", data.spec, **overrides)

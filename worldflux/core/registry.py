@@ -167,6 +167,20 @@ def create_world_model(
     return build_model(spec)
 
 
+def create_world_model_for(model_id: str, data_spec: Any, **overrides: Any) -> WorldModel:
+    """Create a model shaped for a data set's spec (``obs_shape``, ``action_dim``,
+    ``discrete``). A family whose config has a ``discrete_actions`` field gets it from the spec
+    unless an override says otherwise, so callers never special-case a family."""
+    family, preset = parse_model_id(model_id)
+    if any(
+        f.name == "discrete_actions" for f in dataclasses.fields(_FAMILIES[family].presets[preset])
+    ):
+        overrides.setdefault("discrete_actions", bool(data_spec.discrete))
+    return create_world_model(
+        model_id, obs_shape=data_spec.obs_shape, action_dim=data_spec.action_dim, **overrides
+    )
+
+
 def list_models() -> list[dict[str, Any]]:
     """One entry per family: name, maturity, presets, aliases, description."""
     _discover()
