@@ -148,3 +148,19 @@ def test_dropping_one_module_into_models_adds_a_family(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["skeleton", "4"]
+
+
+def test_create_world_model_for_a_data_set_spec() -> None:
+    from worldflux.data import load_bundled
+
+    cartpole = load_bundled("cartpole").spec
+    model = worldflux.create_world_model_for("tdmpc2:ci", cartpole)
+    assert model.spec.obs_shape == (4,)
+    assert model.spec.action_dim == 2
+    assert model.config.discrete_actions is True  # taken from the spec
+    pendulum = load_bundled("pendulum").spec
+    assert worldflux.create_world_model_for("tdmpc2:ci", pendulum).config.discrete_actions is False
+    forced = worldflux.create_world_model_for("tdmpc2:ci", cartpole, discrete_actions=False)
+    assert forced.config.discrete_actions is False
+    dreamer = worldflux.create_world_model_for("dreamer:ci", cartpole)  # no such field: untouched
+    assert dreamer.spec.action_dim == 2
