@@ -165,7 +165,12 @@ def open_loop_error(
             predicted = model.decode(imagined).observation
             assert predicted is not None
             truth = batch.obs[:, start + k].flatten(1)
-            error = float(((predicted.flatten(1) - truth) ** 2 / scale).mean())
+            squared = (predicted.flatten(1) - truth) ** 2
+            error = float((squared / scale).mean())
+            if k == 1:  # PSNR of the one-step prediction, for image observations
+                low, high, _ = _observation_stats(train)
+                peak = float(np.max(high) - np.min(low))
+                psnr_1 = 10 * math.log10(peak**2 / max(float(squared.mean()), 1e-12))
         else:
             target = model.encode(batch.obs[:, start + k])
             num = sum(float(((imagined[n] - target[n]) ** 2).mean()) for n in target.tensors)
@@ -176,7 +181,10 @@ def open_loop_error(
         errors[str(k)] = error
     model.train()
     space = "observation" if decoder else "latent"
-    return {"space": space, "context": context, "nmse": errors}
+    result: dict[str, Any] = {"space": space, "context": context, "nmse": errors}
+    if decoder and 1 in horizons:
+        result["psnr_1"] = psnr_1
+    return result
 
 
 @torch.no_grad()

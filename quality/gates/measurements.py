@@ -151,15 +151,31 @@ def open_loop_error(runs: list[Run], policy: Policy) -> list[GateResult]:
 
 
 def psnr(runs: list[Run], policy: Policy, obs_shape: tuple[int, ...]) -> GateResult:
+    """PSNR of one-step predicted frames (image observations and an observation decoder)."""
+    name, threshold = "prediction.psnr", policy["psnr_min"]
     if len(obs_shape) != 3:
         return not_applicable(
-            "prediction.psnr", "prediction", f"observations are vectors {obs_shape}, not images"
+            name, "prediction", f"observations are vectors {obs_shape}, not images"
         )
-    return skipped(
-        "prediction.psnr",
+    good = _succeeded(runs, policy)
+    if not good:
+        return skipped(name, "prediction", "no seed succeeded", threshold)
+    errors = _probe_errors(good, "open_loop")
+    if errors:
+        return _failed_closed(name, "prediction", threshold, errors)
+    probes = [(r["seed"], r["probes"]["open_loop"]) for r in good]
+    if all(p["space"] == "latent" for _, p in probes):
+        return not_applicable(name, "prediction", "the family has no observation decoder")
+    per_seed = [{"seed": s, "psnr_1": p["psnr_1"]} for s, p in probes]
+    worst = min(p["psnr_1"] for p in per_seed)
+    return measured(
+        name,
         "prediction",
-        "no PSNR probe ran for these image observations",
-        policy["psnr_min"],
+        worst,
+        threshold,
+        ">=",
+        {"per_seed": per_seed},
+        "worst one-step PSNR of predicted frames (dB)",
     )
 
 
