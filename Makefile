@@ -38,6 +38,9 @@ examples: setup
 	$(PY) examples/train_dreamer.py --test
 	$(PY) examples/train_tdmpc2.py --test
 	$(PY) examples/plan_cem.py --horizon 3 --action-dim 2
+	$(PY) examples/train_jepa.py --steps 5 --batch-size 4 --obs-dim 8
+	$(PY) examples/train_token_model.py --steps 5 --batch-size 4 --seq-len 8 --vocab-size 32
+	$(PY) examples/train_diffusion_model.py --steps 5 --batch-size 4 --obs-dim 4 --action-dim 2
 
 test: lint typecheck unit examples
 	@echo "all CI gates passed"
