@@ -46,6 +46,9 @@ _CART_HALF = (3.5, 2.5)  # half width, half height
 _POLE_LENGTH = 14.0
 _POLE_HALF_THICKNESS = 1.0
 _LEVELS = 255.0
+# Rows the pole can touch: from the pole length plus its anti-aliased half thickness above the
+# cart's top edge (row 21.5) down to that edge plus the same margin.
+_POLE_ROWS = (5, 24)
 
 
 def render_cartpole(state: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
@@ -62,16 +65,20 @@ def render_cartpole(state: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floa
     dy = np.abs(centre - _CART_ROW) - _CART_HALF[1]  # [H]
     cart = np.clip(0.5 - np.maximum(dx[:, None, :], dy[None, :, None]), 0.0, 1.0)
 
-    # Pole: distance from each pixel centre to the segment a -> a + u * length.
+    # Pole: distance from each pixel centre to the segment a -> a + u * length. The pole stays
+    # between rows _POLE_ROWS (it tilts at most ~0.21 rad before an episode ends, and even
+    # lying flat it cannot leave them), so only those rows are computed: ~40% less work.
     ay = _CART_ROW - _CART_HALF[1]
-    ux, uy = np.sin(theta), -np.cos(theta)  # unit direction, image rows grow downward
+    ux, uy = np.sin(theta)[:, None, None], -np.cos(theta)[:, None, None]  # rows grow downward
     px = centre[None, None, :] - cx[:, None, None]  # [N, 1, W]
-    py = (centre - ay)[None, :, None]  # [1, H, 1]
-    along = np.clip(px * ux[:, None, None] + py * uy[:, None, None], 0.0, _POLE_LENGTH)
-    dist = np.hypot(px - along * ux[:, None, None], py - along * uy[:, None, None])
-    pole = np.clip(_POLE_HALF_THICKNESS + 0.5 - dist, 0.0, 1.0)
+    py = (centre[_POLE_ROWS[0] : _POLE_ROWS[1]] - ay)[None, :, None]  # [1, H', 1]
+    along = np.clip(px * ux + py * uy, 0.0, _POLE_LENGTH)
+    ex, ey = px - along * ux, py - along * uy
+    pole = np.clip(_POLE_HALF_THICKNESS + 0.5 - np.sqrt(ex * ex + ey * ey), 0.0, 1.0)
+    rows = slice(*_POLE_ROWS)
+    cart[:, rows] = np.maximum(cart[:, rows], pole)
 
-    frames = np.round(np.maximum(cart, pole) * _LEVELS) / _LEVELS
+    frames = np.round(cart * _LEVELS) / _LEVELS
     return frames.astype(np.float32)[:, None]
 
 
