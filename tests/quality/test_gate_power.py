@@ -7,6 +7,7 @@ evidence: the gates see exactly what a sweep would record.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -27,7 +28,15 @@ REPEAT_STEPS = 30
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy("dreamerv3")
+    """The real dreamerv3 policy, with the rollout-latency budgets widened 20x: these tests are
+    about which gate catches which fault, and a wall-clock budget on a shared 2-core machine
+    under load would make them flaky (timing belongs to benchmarks; the latency gate itself is
+    tested on fixed evidence in test_measurements_gates.py)."""
+    real = load_policy("dreamerv3")
+    thresholds = dict(real.thresholds)
+    thresholds["rollout_latency_p50_ms"] *= 20
+    thresholds["rollout_latency_p95_ms"] *= 20
+    return dataclasses.replace(real, thresholds=thresholds)
 
 
 def _sweep(

@@ -1,0 +1,133 @@
+"""The derived image data set ``cartpole_pixels``: what it holds, how it is rendered, and that a
+change of the renderer or of its record is detected on load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worldflux.core.errors import DatasetError
+from worldflux.data import BUNDLED_DIR, TrajectoryDataset, list_bundled, load_bundled, pixels
+
+
+@pytest.fixture(scope="module")
+def frames() -> TrajectoryDataset:
+    return load_bundled("cartpole_pixels")
+
+
+def test_same_rows_as_cartpole_with_image_observations(
+    frames: TrajectoryDataset, cartpole: TrajectoryDataset
+) -> None:
+    assert frames.name == "cartpole_pixels"
+    assert frames.spec.obs_shape == (1, 32, 32)
+    assert (frames.spec.action_dim, frames.spec.discrete) == (2, True)
+    assert frames.num_episodes == pixels.EPISODES
+    obs = frames.columns()["observation"]
+    assert obs.dtype == np.float32
+    assert obs.min() == 0.0
+    assert obs.max() == 1.0
+    source = cartpole.columns()
+    keep = source["episode"] < pixels.EPISODES
+    for key in ("action", "reward", "terminated", "truncated", "episode", "step"):
+        assert np.array_equal(frames.columns()[key], source[key][keep]), key
+    # Both kinds of episode end survive the subset.
+    assert frames.num_terminated >= 1
+    assert frames.num_truncated >= 1
+    batch = frames.fixed_batches(1, 4, 8, seed=0)[0]
+    assert tuple(batch.obs.shape) == (4, 8, 1, 32, 32)
+    assert tuple(batch.action.shape) == (4, 8, 2)
+
+
+def test_listed_as_derived_and_the_file_manifest_is_untouched() -> None:
+    entries = {e["name"]: e for e in list_bundled()}
+    entry = entries["cartpole_pixels"]
+    assert entry["derived"] is True
+    assert entry["source"] == "cartpole"
+    assert entry["source_sha256"] == entries["cartpole"]["sha256"]
+    assert (entry["renderer_version"], entry["image_size"]) == (pixels.RENDERER_VERSION, 32)
+    assert (
+        "cartpole_pixels" not in json.loads((BUNDLED_DIR / "manifest.json").read_text())["datasets"]
+    )
+
+
+def test_rendering_is_fast_and_deterministic(cartpole: TrajectoryDataset) -> None:
+    states = cartpole.columns()["observation"]
+    states = states[cartpole.columns()["episode"] < pixels.EPISODES]
+    seconds = []
+    outputs = []
+    for _ in range(2):  # best of two: the CPU is shared with other work
+        start = time.perf_counter()
+        outputs.append(pixels.render_cartpole(states))
+        seconds.append(time.perf_counter() - start)
+    assert min(seconds) < 1.0, seconds
+    assert np.array_equal(outputs[0], outputs[1])
+    entry = {e["name"]: e for e in list_bundled()}["cartpole_pixels"]
+    assert pixels.observation_sha256(outputs[0]) == entry["observation_sha256"]
+
+
+def test_frames_show_the_cart_position_and_the_pole_angle() -> None:
+    states = np.array([[0.0, 0, 0, 0], [1.0, 0, 0, 0], [0.0, 0, 0.2, 0], [0.0, 0, -0.2, 0]])
+    img = pixels.render_cartpole(states)[:, 0]
+    cart_rows = slice(22, 27)
+    centre_col = [
+        (img[i, cart_rows].sum(0) * np.arange(32)).sum() / img[i, cart_rows].sum() for i in range(2)
+    ]
+    # x = 1 moves the cart 13 / 2.4 ~ 5.4 px to the right.
+    assert centre_col[1] - centre_col[0] == pytest.approx(13 / 2.4, abs=0.3)
+    top = img[:, 5:10]  # the pole's upper part: left of centre for theta < 0, right for > 0
+    mass = [(top[i].sum(0) * (np.arange(32) + 0.5 - 16)).sum() / top[i].sum() for i in range(4)]
+    assert abs(mass[0]) < 0.1
+    assert mass[2] > 1.5
+    assert mass[3] < -1.5
+    assert mass[2] == pytest.approx(-mass[3])
+    # Only the cart and the pole are drawn: the rest of the frame is black.
+    assert img[:, :5].max() == 0.0
+    assert img[:, 28:].max() == 0.0
+
+
+def _copy(tmp_path: Path) -> Path:
+    shutil.copytree(BUNDLED_DIR, tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+def _edit(root: Path, **fields: object) -> None:
+    path = root / pixels.DERIVED_NAME
+    record = json.loads(path.read_text())
+    record["datasets"]["cartpole_pixels"].update(fields)
+    path.write_text(json.dumps(record))
+
+
+def test_a_changed_renderer_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _copy(tmp_path)
+    assert load_bundled("cartpole_pixels", root).num_episodes == pixels.EPISODES
+    monkeypatch.setattr(pixels, "_POLE_LENGTH", 13.0)
+    with pytest.raises(DatasetError, match="observation_sha256"):
+        load_bundled("cartpole_pixels", root)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"observation_sha256": "0" * 64}, "observation_sha256"),
+        ({"renderer_version": 0}, "renderer version"),
+        ({"source_sha256": "0" * 64}, "derived from cartpole"),
+        ({"episodes_used": 10}, "episodes"),
+    ],
+)
+def test_an_edited_record_is_detected(
+    tmp_path: Path, fields: dict[str, object], match: str
+) -> None:
+    root = _copy(tmp_path)
+    _edit(root, **fields)
+    with pytest.raises(DatasetError, match=match):
+        load_bundled("cartpole_pixels", root)
+
+
+def test_unknown_names_list_the_derived_data_set_too() -> None:
+    with pytest.raises(DatasetError, match="cartpole_pixels"):
+        load_bundled("atari")
