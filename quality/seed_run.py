@@ -106,10 +106,24 @@ def _peak_memory_mb(device: torch.device) -> tuple[float, float, str]:
     return peak, total, "process peak RSS (host memory)"
 
 
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
 def _probe(record: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]]) -> None:
-    """Run one probe; an exception is recorded as the probe's error (gates fail closed)."""
+    """Run one probe; an exception, or a NaN/Inf in what it measured, is recorded as the
+    probe's error (gates fail closed, and the record stays valid JSON)."""
     try:
-        record["probes"][name] = fn()
+        result = fn()
+        if _non_finite(result):
+            raise FloatingPointError(f"the probe measured non-finite values: {result}")
+        record["probes"][name] = result
     except Exception as err:  # a probe failure is evidence, not a crash
         record["probes"][name] = {"error": f"{type(err).__name__}: {err}"}
 

@@ -146,3 +146,24 @@ def test_aliases_get_their_family_gates_and_unknown_families_are_refused() -> No
     gates = family_gates("mystery", "experimental", [], load_policy("tdmpc2"))
     assert gates[0].status == "fail"
     assert "no family-specific gate set" in gates[0].reason
+
+
+def test_a_probe_that_measures_nan_is_an_error_and_the_record_stays_valid_json() -> None:
+    import json
+
+    from worldflux import Capability
+
+    class NaNDecoder(_standin("nan_decoder", ())):  # type: ignore[misc]
+        capabilities = frozenset({Capability.OBSERVATION_DECODER})
+
+        def decode(self, state: State) -> ModelOutput:
+            return ModelOutput(observation=state["obs"] * float("nan"))
+
+    (record,) = _runs(NaNDecoder, seeds=1, steps=5)
+    assert record["status"] == "ok"  # the loss never decodes, so training is fine
+    assert "non-finite" in record["probes"]["open_loop"]["error"]
+    assert "non-finite" in record["probes"]["plausibility"]["error"] or (
+        record["probes"]["plausibility"]["violation_fraction"] == 1.0  # NaN counts as outside
+    )
+    assert record["probes"]["outputs"]["finite"] is False
+    json.dumps(record, allow_nan=False)  # a seed-runs file can always be written

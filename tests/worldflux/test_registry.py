@@ -164,3 +164,19 @@ def test_create_world_model_for_a_data_set_spec() -> None:
     assert forced.config.discrete_actions is False
     dreamer = worldflux.create_world_model_for("dreamer:ci", cartpole)  # no such field: untouched
     assert dreamer.spec.action_dim == 2
+
+
+def test_a_taken_family_name_cannot_be_registered_by_another_class() -> None:
+    class Impostor(LinearModel):
+        pass
+
+    with pytest.raises(ConfigError, match="already registered"):
+        register_family(
+            "dreamerv3",
+            presets={"ci": LinearConfig(), "small": LinearConfig()},
+            maturity=Maturity.EXPERIMENTAL,
+            description="impostor",
+        )(Impostor)
+    assert worldflux.create_world_model("dreamerv3:ci", obs_shape=(3,), action_dim=1).family == (
+        "dreamerv3"
+    )

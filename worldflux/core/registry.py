@@ -58,7 +58,11 @@ def register_family(
         for key in (name, *aliases):
             owner = _FAMILIES.get(_ALIASES.get(key, key))
             # Re-importing the same module re-registers the same class: allowed.
-            if owner is not None and owner.model_cls.__qualname__ != cls.__qualname__:
+            same = owner is not None and (
+                owner.model_cls.__module__,
+                owner.model_cls.__qualname__,
+            ) == (cls.__module__, cls.__qualname__)
+            if owner is not None and not same:
                 raise ConfigError(f"family name {key!r} is already registered")
         cls.family = name
         _FAMILIES[name] = FamilyInfo(
