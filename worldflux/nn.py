@@ -1,6 +1,10 @@
-"""Building blocks shared by several families: MLPs, symlog, two-hot regression, SimNorm."""
+"""Building blocks shared by several families: MLPs, symlog, two-hot regression, SimNorm,
+EMA targets and JEPA-style multi-step latent prediction."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,3 +71,46 @@ def simnorm(x: Tensor, group: int) -> Tensor:
     bounds the latent and keeps it from collapsing or exploding."""
     shape = x.shape
     return F.softmax(x.reshape(*shape[:-1], -1, group), dim=-1).reshape(shape)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * online, parameter by parameter (EMA targets)."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o, tau)
+
+
+def embedding_spread(z: Tensor) -> Tensor:
+    """sqrt(D) * per-dimension std over every row of z [..., D]: [D]. About 1 for isotropic unit
+    vectors, 0 when the embeddings collapse to a point."""
+    flat = z.reshape(-1, z.shape[-1])
+    return flat.std(0, unbiased=False) * math.sqrt(z.shape[-1])
+
+
+def multistep_cosine_loss(
+    z: Tensor,
+    target: Tensor,
+    actions: Tensor,
+    step: Callable[[Tensor, Tensor], Tensor],
+    horizon: int,
+    rho: float,
+) -> tuple[Tensor, float]:
+    """Latent prediction k = 1..horizon steps ahead from every start of a segment (JEPA-style).
+
+    ``z`` and ``target`` are unit-norm embeddings [B, L, D]; ``step(p, a)`` predicts the next
+    unit-norm embedding. Returns the rho^(k-1)-weighted mean of 1 - cos(prediction, target) and
+    the same distance for "nothing changes" (p = z), which a useful predictor must beat. Row
+    convention: action t led to observation t, so the action taken at row s is action s + 1.
+    """
+    length = z.shape[1]
+    weights = rho ** torch.arange(horizon, dtype=z.dtype, device=z.device)
+    weights = weights / weights.sum()
+    p = z  # p holds, for every start s, the prediction k steps ahead of s (rows s + k)
+    loss = z.new_zeros(())
+    baseline = 0.0
+    for k in range(1, horizon + 1):
+        p = step(p[:, : length - k], actions[:, k:])
+        loss = loss + weights[k - 1] * (1 - (p * target[:, k:]).sum(-1)).mean()
+        still = 1 - (z[:, : length - k].detach() * target[:, k:]).sum(-1)
+        baseline += float(weights[k - 1]) * still.mean().item()
+    return loss, baseline

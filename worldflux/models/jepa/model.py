@@ -35,7 +35,7 @@ from worldflux.core.model import Capability, Maturity, ModelSpec, WorldModel
 from worldflux.core.registry import register_family
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State
 from worldflux.models.jepa.config import PRESETS, JEPAConfig
-from worldflux.nn import mlp, symexp, symlog
+from worldflux.nn import ema_update, embedding_spread, mlp, multistep_cosine_loss, symexp, symlog
 
 
 @register_family(
@@ -81,11 +81,6 @@ class JEPA(WorldModel):
         # Residual: predicting a change of embedding is easier than predicting it afresh.
         return F.normalize(z + self.predictor(torch.cat([z, action], -1)), dim=-1)
 
-    def _embedding_std(self, z: Tensor) -> Tensor:
-        """sqrt(D) * per-dimension std over every row of z [..., D]: [D]."""
-        flat = z.reshape(-1, z.shape[-1])
-        return flat.std(0, unbiased=False) * math.sqrt(z.shape[-1])
-
     # --- contract ---------------------------------------------------------------------------
     def encode(self, obs: Tensor) -> State:
         return State({"embedding": F.normalize(self._raw(obs), dim=-1)})
@@ -104,24 +99,11 @@ class JEPA(WorldModel):
         c: JEPAConfig = self.config
         z = F.normalize(self._raw(batch.obs), dim=-1)  # [B, L, D]
         target = self._target(batch.obs)
-        length = z.shape[1]
-        horizon = min(c.horizon, length - 1)
-        weights = c.rho ** torch.arange(horizon, dtype=z.dtype, device=z.device)
-        weights = weights / weights.sum()
-
-        # p holds, for every start s, the prediction k steps ahead of s (rows s + k).
-        p = z
-        prediction = z.new_zeros(())
-        baseline = 0.0
-        for k in range(1, horizon + 1):
-            p = self._predict(p[:, : length - k], batch.action[:, k:])
-            distance = 1 - (p * target[:, k:]).sum(-1)
-            prediction = prediction + weights[k - 1] * distance.mean()
-            # The same distance for "nothing changes" (p = z_s): a predictor worth having beats it.
-            still = 1 - (z[:, : length - k].detach() * target[:, k:]).sum(-1)
-            baseline += float(weights[k - 1]) * still.mean().item()
-
-        std = self._embedding_std(z)
+        horizon = min(c.horizon, z.shape[1] - 1)
+        prediction, baseline = multistep_cosine_loss(
+            z, target, batch.action, self._predict, horizon, c.rho
+        )
+        std = embedding_spread(z)
         variance = F.relu(c.var_floor - std).mean()
         reward_pred = self.reward_head(z).squeeze(-1)
         reward = (reward_pred - symlog(batch.reward)).pow(2).mean()
@@ -142,11 +124,6 @@ class JEPA(WorldModel):
             "target_projection": self._target(batch.obs),
         }
 
-    @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Move the target encoder a step ``tau`` toward the context encoder (EMA)."""
-        tau = self.config.tau
-        for target, online in zip(
-            self.target_encoder.parameters(), self.encoder.parameters(), strict=True
-        ):
-            target.lerp_(online, tau)
+        ema_update(self.target_encoder, self.encoder, self.config.tau)

@@ -25,7 +25,7 @@ from worldflux.core.model import Capability, Maturity, ModelSpec, WorldModel
 from worldflux.core.registry import register_family
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State, Trajectory
 from worldflux.models.tdmpc2.config import PRESETS, TDMPC2Config
-from worldflux.nn import TwoHot, mlp, simnorm
+from worldflux.nn import TwoHot, ema_update, mlp, simnorm
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
@@ -185,9 +185,6 @@ class TDMPC2(WorldModel):
             metrics={"world_model_loss": world_model.item(), "entropy": entropy.mean().item()},
         )
 
-    @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Polyak-average the target Q networks toward the online ones."""
-        tau = self.config.tau
-        for target, online in zip(self.target_qs.parameters(), self.qs.parameters(), strict=True):
-            target.lerp_(online, tau)
+        ema_update(self.target_qs, self.qs, self.config.tau)

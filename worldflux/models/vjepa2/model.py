@@ -32,7 +32,6 @@ Row convention: action t led to observation t, so the action taken at frame t is
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +43,7 @@ from worldflux.core.registry import register_family
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State
 from worldflux.models.vjepa2.config import PRESETS, VJEPA2Config
 from worldflux.models.vjepa2.vit import Block, Encoder, multiblock_mask, patchify
-from worldflux.nn import mlp, symexp, symlog
+from worldflux.nn import ema_update, embedding_spread, mlp, multistep_cosine_loss, symexp, symlog
 
 
 @register_family(
@@ -157,20 +156,11 @@ class VJEPA2(WorldModel):
         masked_loss = (distance * weight).sum() / weight.sum()
 
         z = self._embed(batch.obs)  # [B, L, D], full frames: what encode() gives the planner
-        length = z.shape[1]
-        horizon = min(c.horizon, length - 1)
-        weights = c.rho ** torch.arange(horizon, dtype=z.dtype, device=z.device)
-        weights = weights / weights.sum()
-        p = z
-        next_loss = z.new_zeros(())
-        baseline = 0.0
-        for k in range(1, horizon + 1):
-            p = self._step(p[:, : length - k], batch.action[:, k:])
-            next_loss = next_loss + weights[k - 1] * (1 - (p * target[:, k:]).sum(-1)).mean()
-            still = 1 - (z[:, : length - k].detach() * target[:, k:]).sum(-1)
-            baseline += float(weights[k - 1]) * still.mean().item()
-
-        std = z.reshape(-1, z.shape[-1]).std(0, unbiased=False) * math.sqrt(z.shape[-1])
+        horizon = min(c.horizon, z.shape[1] - 1)
+        next_loss, baseline = multistep_cosine_loss(
+            z, target, batch.action, self._step, horizon, c.rho
+        )
+        std = embedding_spread(z)
         variance = F.relu(c.var_floor - std).mean()
         reward = (self.reward_head(z).squeeze(-1) - symlog(batch.reward)).pow(2).mean()
         world_model = (masked_loss + next_loss) / 2
@@ -205,11 +195,6 @@ class VJEPA2(WorldModel):
             "predictor_projection": predicted,
         }
 
-    @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Move the target encoder a step ``tau`` toward the context encoder (EMA)."""
-        tau = self.config.tau
-        for target, online in zip(
-            self.target_encoder.parameters(), self.encoder.parameters(), strict=True
-        ):
-            target.lerp_(online, tau)
+        ema_update(self.target_encoder, self.encoder, self.config.tau)
