@@ -125,26 +125,40 @@ def train_save_reload(family: str, args: argparse.Namespace, out: Path) -> int:
 
     saved = model.save_pretrained(out)
     print(f"saved with save_pretrained to {saved}")
-    reloaded = worldflux.from_pretrained(saved, device=trainer.device)
-    check = Trainer(reloaded, train, config, eval_data=held_out)  # the same held-out batches
-    again_all = check.evaluate()
-    again = again_all[metric]
-    if again_all != after_all:
-        differing = ", ".join(
-            f"{key} {again_all.get(key)!r} (reloaded) != {after_all.get(key)!r} (trained)"
-            for key in sorted(after_all.keys() | again_all.keys())
-            if again_all.get(key) != after_all.get(key)
-        )
-        print(
-            f"error: the model reloaded from {saved} does not reproduce the trained model on "
-            f"the held-out batches: {differing}; save_pretrained/from_pretrained lost or "
-            "changed state",
-            file=sys.stderr,
-        )
+    again_all = reload_and_evaluate(saved, train, held_out, config, after_all)
+    if again_all is None:
         return 1
+    again = again_all[metric]
     print(f"reloaded with from_pretrained: held-out {metric} {again:.4f}, identical (exact)")
     print(f"done in {time.perf_counter() - started:.1f}s")
     return 0
+
+
+def reload_and_evaluate(
+    saved: Path,
+    train: TrajectoryDataset,
+    held_out: TrajectoryDataset,
+    config: TrainerConfig,
+    trained: dict[str, float],
+) -> dict[str, float] | None:
+    """Reload ``saved`` with ``from_pretrained`` and evaluate it on the same held-out batches;
+    return its metrics when they equal ``trained`` exactly, else print what differs and return
+    None."""
+    reloaded = worldflux.from_pretrained(saved, device=worldflux.select_device(config.device))
+    again = Trainer(reloaded, train, config, eval_data=held_out).evaluate()
+    if again == trained:
+        return again
+    differing = ", ".join(
+        f"{key} {again.get(key)!r} (reloaded) != {trained.get(key)!r} (trained)"
+        for key in sorted(trained.keys() | again.keys())
+        if again.get(key) != trained.get(key)
+    )
+    print(
+        f"error: the model reloaded from {saved} does not reproduce the trained model on the "
+        f"held-out batches: {differing}; save_pretrained/from_pretrained lost or changed state",
+        file=sys.stderr,
+    )
+    return None
 
 
 def run_example(

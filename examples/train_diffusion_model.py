@@ -30,6 +30,7 @@ from _common import (
     SEQ_LEN,
     SPLIT_SEED,
     create_model,
+    reload_and_evaluate,
 )
 
 import worldflux
@@ -108,14 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="worldflux-diffusion-") as tmp:
         saved = model.save_pretrained(args.out or Path(tmp))
-        reloaded = worldflux.from_pretrained(saved, device=trainer.device)
-        again_all = Trainer(reloaded, train, config, eval_data=held_out).evaluate()
-        if again_all != after_all:
-            print(
-                f"error: the model reloaded from {saved} does not reproduce the trained "
-                f"model: {again_all} != {after_all}",
-                file=sys.stderr,
-            )
+        again_all = reload_and_evaluate(saved, train, held_out, config, after_all)
+        if again_all is None:
             return 1
     print(f"saved to {saved} and reloaded: held-out {metric} {again_all[metric]:.4f}, exact")
     return 0

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import reload_and_evaluate
 
 import worldflux
 from worldflux.data import TrajectoryDataset, load_bundled
@@ -101,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="worldflux-jepa-") as tmp:
         saved = model.save_pretrained(args.out if args.out is not None else Path(tmp))
-        reloaded = worldflux.from_pretrained(saved, device="cpu")
-        again = Trainer(reloaded, train, config, eval_data=held_out).evaluate()
-    if again != after:
-        print(f"error: reloaded model differs: {again} != {after}", file=sys.stderr)
+        again = reload_and_evaluate(saved, train, held_out, config, after)
+    if again is None:
         return 1
     print(f"saved to {saved} and reloaded: held-out metrics identical (exact)")
     return 0

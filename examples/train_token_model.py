@@ -29,6 +29,7 @@ from _common import (
     SPLIT_SEED,
     TEST_EVAL_BATCHES,
     parse_args,
+    reload_and_evaluate,
 )
 
 import worldflux
@@ -104,20 +105,8 @@ def train_save_reload(args: argparse.Namespace, out: Path) -> int:
 
     saved = model.save_pretrained(out)
     print(f"saved with save_pretrained to {saved}")
-    reloaded = worldflux.from_pretrained(saved, device=trainer.device)
-    again = Trainer(reloaded, train, config, eval_data=held_out).evaluate()  # same batches
-    if again != after:
-        differing = ", ".join(
-            f"{key} {again.get(key)!r} (reloaded) != {after.get(key)!r} (trained)"
-            for key in sorted(after.keys() | again.keys())
-            if again.get(key) != after.get(key)
-        )
-        print(
-            f"error: the model reloaded from {saved} does not reproduce the trained model on "
-            f"the held-out batches: {differing}; save_pretrained/from_pretrained lost or "
-            "changed state",
-            file=sys.stderr,
-        )
+    again = reload_and_evaluate(saved, train, held_out, config, after)
+    if again is None:
         return 1
     print(_report("reloaded       ", again) + ", identical (exact)")
     print(f"done in {time.perf_counter() - started:.1f}s")
