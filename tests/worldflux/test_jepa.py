@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import worldflux
-from tests.worldflux.conftest import make_model
+from tests.worldflux.conftest import assert_most_seeds_learn, make_model, train_seeds
 from worldflux.core.model import Capability
 from worldflux.data import TrajectoryDataset
 from worldflux.models.jepa import JEPA
@@ -119,22 +119,13 @@ def test_horizon_uses_the_actions_it_should(cartpole: TrajectoryDataset) -> None
 
 @pytest.mark.slow
 def test_held_out_loss_drops_without_collapse(cartpole: TrajectoryDataset) -> None:
-    train, held_out = cartpole.split(0.2, seed=0)
-    drops = []
-    for seed in SEEDS:
-        model = make_model("jepa", cartpole)
-        config = TrainerConfig(steps=STEPS, batch_size=16, seq_len=16, seed=seed, device="cpu")
-        trainer = Trainer(model, train, config, eval_data=held_out)
-        before = trainer.evaluate()
-        trainer.fit()
-        after = trainer.evaluate()
-        assert before["world_model_loss"] > 0
-        assert after["world_model_loss"] >= 0
-        drops.append(1 - after["world_model_loss"] / before["world_model_loss"])
+    config = TrainerConfig(steps=STEPS, batch_size=16, seq_len=16, device="cpu")
+    results = train_seeds(lambda: make_model("jepa", cartpole), cartpole, config, SEEDS)
+    for _, after in results:
         # Not by collapse: the embeddings stay spread and beat "nothing changes" by far.
         assert after["embedding_std"] > 0.5, after
         assert after["world_model_loss"] < 0.5 * after["no_change_baseline"], after
-    assert sum(d >= 0.10 for d in drops) >= 4, f"held-out drops per seed: {drops}"
+    assert_most_seeds_learn(results)
 
 
 def test_save_load_round_trip_is_exact(cartpole: TrajectoryDataset, tmp_path: Path) -> None:

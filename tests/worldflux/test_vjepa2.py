@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import worldflux
-from tests.worldflux.conftest import make_model
+from tests.worldflux.conftest import assert_most_seeds_learn, make_model, train_seeds
 from worldflux.core.errors import ConfigError
 from worldflux.core.model import Capability
 from worldflux.data import TrajectoryDataset, load_bundled
@@ -167,23 +167,12 @@ def test_target_is_an_ema_of_the_context_encoder_and_gets_no_gradient(
 
 @pytest.mark.slow
 def test_held_out_loss_drops_without_collapse(frames: TrajectoryDataset) -> None:
-    train, held_out = frames.split(0.2, seed=0)
-    drops = []
-    for seed in SEEDS:
-        model = _model(frames)
-        config = TrainerConfig(
-            steps=STEPS, batch_size=16, seq_len=16, eval_batches=4, seed=seed, device="cpu"
-        )
-        trainer = Trainer(model, train, config, eval_data=held_out)
-        before = trainer.evaluate()
-        trainer.fit()
-        after = trainer.evaluate()
-        assert before["world_model_loss"] > 0
-        assert after["world_model_loss"] >= 0
-        drops.append(1 - after["world_model_loss"] / before["world_model_loss"])
+    config = TrainerConfig(steps=STEPS, batch_size=16, seq_len=16, eval_batches=4, device="cpu")
+    results = train_seeds(lambda: _model(frames), frames, config, SEEDS)
+    for before, after in results:
         # Not by collapse: the frame embeddings spread out (they start nearly identical).
         assert after["embedding_std"] > 2 * before["embedding_std"], (before, after)
-    assert sum(d >= 0.10 for d in drops) >= 4, f"held-out drops per seed: {drops}"
+    assert_most_seeds_learn(results)
 
 
 def test_save_load_round_trip_is_exact(frames: TrajectoryDataset, tmp_path: Path) -> None:
