@@ -52,6 +52,29 @@ def evaluate_gates(
     ]
 
 
+def gate_names(family: str, maturity: str | None = None) -> list[str]:
+    """The names of the gates a family is judged by, in report order.
+
+    Taken from ``evaluate_gates`` itself over one run that failed before training, so the list
+    can never drift from what an evaluation reports (every gate reports its name even with no
+    evidence)."""
+    from quality.policy import load_policy
+
+    placeholder = {
+        "kind": "seed",
+        "family": family,
+        "seed": 0,
+        "steps": 0,
+        "steps_completed": 0,
+        "status": "failed",
+        "failure": {"kind": "exception", "message": "placeholder"},
+        "probes": {},
+        "checkpoint": None,
+    }
+    gates = evaluate_gates([placeholder], load_policy(family), maturity=maturity)
+    return [g.name for g in gates]
+
+
 def code_version() -> dict[str, Any]:
     """The library version and, when run from a git checkout, the commit and whether the
     working tree had uncommitted changes."""
@@ -91,6 +114,9 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "timings",
     )
     summary = {k: run.get(k) for k in keys}
+    # Where an orchestrated run came from (absent from local sweeps).
+    origin = ("landed_at", "mlflow_run_id", "dagster_run_id")
+    summary.update({k: run[k] for k in origin if k in run})
     if summary["failure"]:
         summary["failure"] = {k: v for k, v in summary["failure"].items() if k != "traceback"}
     return summary

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from worldflux.data.dataset import TrajectoryDataset
 
 __all__ = [
+    "CHECK_GROUPS",
     "END_COUNT_COLUMN",
     "END_LAST_COLUMN",
     "MAX_FAILING_ROWS",
@@ -60,6 +61,17 @@ _KIND_TYPES: dict[str, list[str]] = {
     "int": ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "int"],
     "float": ["float16", "float32", "float64", "float"],
     "bool": ["bool"],
+}
+# What a release manager asks of a data set, each answered by one or more of the suite's checks
+# (the orchestration turns every group into one blocking check).
+CHECK_GROUPS: dict[str, tuple[str, ...]] = {
+    "row_count": ("min_rows",),
+    "schema": ("present", "dtype"),
+    "no_nulls": ("not_null",),
+    "finite_values": ("finite",),
+    "action_bounds": ("action_bounds", "action_placeholder"),
+    "unique_episode_step": ("unique_episode_step",),
+    "one_end_per_episode": ("one_end_per_episode", "end_is_last_step"),
 }
 # great-expectations' between-expectations skip NaN (counted as "missing", not "unexpected"),
 # so finiteness is not-null (catches NaN) plus between these finite bounds (catches ±inf).
@@ -149,6 +161,12 @@ class ExpectationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"success": self.success, "results": [item.to_dict() for item in self.results]}
+
+    def group(self, name: str) -> list[ExpectationResult]:
+        """The results of one of ``CHECK_GROUPS`` (empty when none of its checks ran, e.g.
+        the columns they need are missing: the schema group then fails)."""
+        checks = CHECK_GROUPS[name]
+        return [item for item in self.results if item.check in checks]
 
     def summary(self) -> str:
         """One line per failed expectation, or a single line saying all passed."""

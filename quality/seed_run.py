@@ -13,7 +13,7 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from quality.policy import Policy
 from quality.stats import relative_drop
 from worldflux import TrainingDivergedError, WorldModel
 from worldflux.data import TrajectoryDataset, load_bundled
-from worldflux.training import History, Trainer, TrainerConfig, seed_everything
+from worldflux.training import Callback, History, Trainer, TrainerConfig, seed_everything
 from worldflux.training.checkpoint import weights_sha256
 
 HELD_OUT_FRACTION = 0.2
@@ -135,8 +135,15 @@ def run_seed(
     checkpoint_root: Path | None = None,
     with_probes: bool = True,
     model_factory: Callable[[SeedRunSpec, TrajectoryDataset], WorldModel] | None = None,
+    data: TrajectoryDataset | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
-    """Train one seed and return its JSON-able record (see docs/quality-gates.md)."""
+    """Train one seed and return its JSON-able record (see docs/quality-gates.md).
+
+    ``data`` is the data set to train on when the caller already holds it (the orchestration
+    trains on the validated copy in its object store); by default the bundled ``spec.dataset``.
+    ``callbacks`` see every training step (live metrics, progress) besides the run's own.
+    """
     started = time.perf_counter()
     record: dict[str, Any] = {
         "kind": spec.kind,
@@ -150,7 +157,10 @@ def run_seed(
     }
     timings = {k: 0.0 for k in ("setup", "train", "eval", "checkpoint", "probe")}
     try:
-        data = load_bundled(spec.dataset)
+        if data is None:
+            data = load_bundled(spec.dataset)
+        elif data.name != spec.dataset:
+            raise ValueError(f"the run asks for data set {spec.dataset!r}, got {data.name!r}")
         record["dataset_digest"] = data.digest
         train, held_out = split(data)
         seed_everything(spec.seed)  # the initial weights depend on the seed too
@@ -167,7 +177,7 @@ def run_seed(
             eval_batches=spec.eval_batches,
             device=spec.device,
         )
-        trainer = Trainer(model, train, config, eval_data=held_out, callbacks=[history])
+        trainer = Trainer(model, train, config, eval_data=held_out, callbacks=[history, *callbacks])
         record["device"] = str(trainer.device)
         timings["setup"] = time.perf_counter() - started
 

@@ -17,7 +17,7 @@ import worldflux
 from quality.evaluate import build_report, evaluate_gates
 from quality.policy import Policy, load_policy
 from quality.seed_run import SeedRunSpec, run_seed
-from worldflux.data import load_bundled
+from worldflux.data import TrajectoryDataset, load_bundled
 
 SEED_RUNS_VERSION = 1
 
@@ -89,6 +89,18 @@ def execute(
         if on_record is not None:
             on_record(record)
     return records
+
+
+def repeat_runs(
+    policy: Policy, seed: int, *, data: TrajectoryDataset | None = None, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """The two same-seed re-runs the repeatability gate compares (none when the policy's
+    ``repeat_steps`` is 0)."""
+    steps = int(policy.training["repeat_steps"])
+    if steps <= 0:
+        return []
+    spec = SeedRunSpec.from_policy(policy, seed, steps, device=device, kind="repeat")
+    return [run_seed(spec, policy, with_probes=False, data=data) for _ in range(2)]
 
 
 def family_report(

@@ -113,7 +113,7 @@ def _finite(name: str, runs: list[Run], required: tuple[str, ...]) -> GateResult
 
 def _skeleton(runs: list[Run], family: str) -> list[GateResult]:
     contract_problems = [
-        f"seed {r['seed']}: {r['probes']['contract']}"
+        f"seed {r['seed']}: {r.get('probes', {}).get('contract', 'no contract evidence')}"
         for r in runs
         if not r.get("probes", {}).get("contract", {}).get("ok", False)
     ]

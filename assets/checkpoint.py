@@ -1,0 +1,81 @@
+"""``checkpoint``: one family trained with one seed; a failed seed is a recorded result."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets.partitions import checkpoint_partitions, dataset_of
+from orchestration.resources.lineage import publish_checkpoint, read_dataset, scratch_dir
+from orchestration.resources.mlflow import MlflowResource
+from orchestration.resources.object_store import ObjectStoreResource
+from orchestration.resources.tracking import LogProgress, track_seed_run
+from quality.policy import load_policy
+from quality.seed_run import SeedRunSpec, run_seed
+from worldflux.training import History
+
+
+class TrainConfig(dg.Config):
+    steps: int | None = None  # None: the family policy's training.steps
+    device: str = "auto"  # "auto" picks a GPU when one is present
+
+
+@dg.asset(
+    partitions_def=checkpoint_partitions,
+    deps=[dg.AssetDep("dataset", partition_mapping=dg.AllPartitionMapping())],
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    description=(
+        "One family trained with one seed on its policy's data set (read back from the object "
+        "store and checked against its manifest). Weights and config go to the object store, "
+        "the run to MLflow (params, per-step metrics, data-set input, loss curve). A diverged "
+        "seed is materialized as a failed seed with its reason."
+    ),
+)
+def checkpoint(
+    context: dg.AssetExecutionContext,
+    config: TrainConfig,
+    object_store: ObjectStoreResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    key = context.partition_key
+    assert isinstance(key, dg.MultiPartitionKey), f"not a family x seed key: {key!r}"
+    family, seed = key.keys_by_dimension["family"], int(key.keys_by_dimension["seed"])
+    policy = load_policy(family)
+    store = object_store.open()
+    data, manifest = read_dataset(store, dataset_of(family))
+    steps = config.steps or int(policy.training["steps"])
+    spec = SeedRunSpec.from_policy(policy, seed, steps, device=config.device)
+    run_id = mlflow.start_run(
+        f"{family}-seed{seed}",
+        {"family": family, "seed": str(seed), "dagster_run_id": context.run_id},
+    )
+    mlflow.log_params(run_id, {k: v for k, v in vars(spec).items() if k != "overrides"})
+    history = History()
+    progress = LogProgress(context.log.info, steps, f"{family} seed {seed}")
+    with scratch_dir("checkpoint") as tmp:
+        record = run_seed(
+            spec, policy, checkpoint_root=Path(tmp), data=data, callbacks=[history, progress]
+        )
+        provenance = {"mlflow_run_id": run_id, "dagster_run_id": context.run_id}
+        record = publish_checkpoint(store, family, seed, record, provenance)
+    track_seed_run(mlflow, run_id, record, history, manifest)
+    failure = record["failure"] or {}
+    if failure:
+        context.log.warning(f"{family} seed {seed} failed: {failure.get('message')}")
+    ckpt = record["checkpoint"] or {}
+    return dg.MaterializeResult(
+        metadata={
+            "status": record["status"],
+            "failure": failure.get("message", ""),
+            "metric": record.get("gate_metric") or "",
+            "metric_before": record.get("metric_before"),
+            "metric_after": record.get("metric_after"),
+            "drop": record.get("drop"),
+            "samples_per_second": record.get("samples_per_second"),
+            "train_seconds": record["timings"]["train_seconds"],
+            "uri": ckpt.get("uri", ""),
+            "sha256": ckpt.get("sha256", ""),
+            "mlflow_run_id": run_id,
+            "dataset_digest": manifest["digest"],
+        }
+    )

@@ -1,0 +1,113 @@
+"""``gate_report``: every release gate of a family over all its seeds, one blocking check each."""
+
+import json
+
+import dagster as dg
+
+from assets.partitions import FAMILIES, SEEDS, dataset_of, family_partitions
+from orchestration.resources.ledger_resources import LedgerResource
+from orchestration.resources.lineage import read_checkpoint_records, read_dataset
+from orchestration.resources.mlflow import MlflowResource
+from orchestration.resources.object_store import ObjectStoreResource
+from orchestration.resources.reports import record_report
+from quality.evaluate import build_report, evaluate_gates, gate_names
+from quality.gates.result import GateResult
+from quality.policy import load_policy
+from quality.report import render_markdown
+from quality.sweep import repeat_runs
+
+
+def check_name(gate: str) -> str:
+    """Dagster check names allow [A-Za-z0-9_]: ``prediction.psnr`` -> ``prediction__psnr``."""
+    return gate.replace(".", "__")
+
+
+# Checks are declared per asset, not per partition: the union of every family's gates. A gate
+# that is not one of a family's gates passes with status not_applicable for that family.
+ALL_GATES = list(dict.fromkeys(g for family in FAMILIES for g in gate_names(family)))
+
+
+def _check_result(gate: GateResult) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=check_name(gate.name),
+        passed=not gate.blocks,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=gate.reason,
+        metadata={
+            "gate": gate.name,
+            "status": gate.status,
+            "value": gate.value,
+            "threshold": gate.threshold,
+            "comparison": gate.comparison,
+            "reason": gate.reason,
+            "evidence": dg.MetadataValue.json(json.loads(json.dumps(gate.evidence, default=str))),
+        },
+    )
+
+
+def _not_a_gate_of(family: str, gate: str) -> dg.AssetCheckResult:
+    reason = f"{gate} is not one of the {family} family's gates"
+    return dg.AssetCheckResult(
+        check_name=check_name(gate),
+        passed=True,
+        metadata={"gate": gate, "status": "not_applicable", "reason": reason},
+        description=reason,
+    )
+
+
+@dg.asset(
+    partitions_def=family_partitions,
+    deps=[
+        dg.AssetDep(
+            "checkpoint",
+            partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
+                partition_dimension_name="family"
+            ),
+        )
+    ],
+    group_name="release_gates",
+    kinds={"python", "mlflow"},
+    description=(
+        "Every release gate of quality/ evaluated over all seeds of a family (plus two short "
+        "same-seed re-runs for repeatability). The JSON report goes to the object store, the "
+        "report ledger and MLflow; each gate is a blocking ERROR check, so a failing gate stops "
+        "released_weights in the same run."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(check_name(g), asset="gate_report", blocking=True, description=g)
+        for g in ALL_GATES
+    ],
+)
+def gate_report(
+    context: dg.AssetExecutionContext,
+    object_store: ObjectStoreResource,
+    ledger: LedgerResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    family = context.partition_key
+    policy = load_policy(family)
+    store = object_store.open()
+    runs = read_checkpoint_records(store, family, SEEDS)
+    data, _ = read_dataset(store, dataset_of(family))
+    context.log.info(f"{family}: {len(runs)} seeds read; running the repeatability re-runs")
+    repeats = repeat_runs(policy, SEEDS[0], data=data)
+    gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=data.spec.obs_shape)
+    report = build_report(runs, policy, gates, repeats=repeats)
+    with ledger.open() as book:
+        entry = record_report(report, store, book, mlflow, context.run_id)
+    evaluated = {g.name for g in gates}
+    checks = [_check_result(g) for g in gates]
+    checks += [_not_a_gate_of(family, g) for g in ALL_GATES if g not in evaluated]
+    if not entry.releasable:
+        context.log.warning(f"{family} is BLOCKED by {', '.join(entry.failing_gates)}")
+    return dg.MaterializeResult(
+        metadata={
+            "report_id": entry.report_id,
+            "releasable": entry.releasable,
+            "failing_gates": dg.MetadataValue.json(list(entry.failing_gates)),
+            "success_rate": report["success_rate"],
+            "uri": dg.MetadataValue.path(entry.uri),
+            "report": dg.MetadataValue.md(render_markdown(report)),
+        },
+        check_results=checks,
+    )

@@ -1,0 +1,42 @@
+"""Partitions of the lineage, taken from the library so that a new family or data set appears
+without a code change here: data sets from ``worldflux.data.list_bundled()``, families from
+``worldflux.list_models()``, each family's data set from its gate policy."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+import worldflux
+from quality.policy import load_policy
+from worldflux.data import list_bundled
+
+SEEDS_VARIABLE = "WORLDFLUX_SEEDS"
+
+
+def seeds_from_env() -> list[int]:
+    """Seeds 0..n-1 with n from ``WORLDFLUX_SEEDS`` (default 3: the demo and the nightly)."""
+    raw = os.environ.get(SEEDS_VARIABLE, "3")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{SEEDS_VARIABLE} must be a positive number of seeds, got {raw!r}")
+    return list(range(int(raw)))
+
+
+DATASETS = [entry["name"] for entry in list_bundled()]
+FAMILIES = [entry["family"] for entry in worldflux.list_models()]
+SEEDS = seeds_from_env()
+
+dataset_partitions = dg.StaticPartitionsDefinition(DATASETS)
+family_partitions = dg.StaticPartitionsDefinition(FAMILIES)
+checkpoint_partitions = dg.MultiPartitionsDefinition(
+    {"family": family_partitions, "seed": dg.StaticPartitionsDefinition([str(s) for s in SEEDS])}
+)
+
+
+def dataset_of(family: str) -> str:
+    return str(load_policy(family).training["dataset"])
+
+
+def checkpoint_key(family: str, seed: int) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"family": family, "seed": str(seed)})

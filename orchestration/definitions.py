@@ -1,0 +1,26 @@
+"""The code location: the four lineage assets, their jobs, the nightly schedule, the sensor
+that gates a family once its seeds land, and resources chosen by the environment."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.checkpoint import checkpoint
+from assets.dataset import dataset
+from assets.gate_report import gate_report
+from assets.released_weights import released_weights
+from orchestration.jobs import JOBS
+from orchestration.schedules import nightly_datasets, nightly_gates
+from orchestration.sensors import gate_report_when_seeds_landed
+from orchestration.settings import Settings, build_resources
+
+defs = dg.Definitions(
+    assets=[dataset, checkpoint, gate_report, released_weights],
+    jobs=JOBS,
+    schedules=[nightly_datasets, nightly_gates],
+    sensors=[gate_report_when_seeds_landed],
+    resources=build_resources(Settings.from_env()),
+    # Each run materializes one partition of one or two assets: running its steps in the run's
+    # own process saves a torch import per step; the run queue bounds parallelism.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,1 @@
+"""Dagster resources: MLflow, object store, report ledger (none imports from assets/)."""

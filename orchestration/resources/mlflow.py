@@ -1,0 +1,184 @@
+"""MLflow: one tracked run per trained checkpoint, and the model registry with aliases.
+
+A small resource over ``MlflowClient`` (dagster-mlflow ties one MLflow run to one Dagster run
+and has no registry or alias helpers). The client API is used throughout, never the fluent
+``mlflow.start_run`` state, because several assets log to different runs. Registered model
+versions point at safetensors weights logged as run artifacts: nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+
+EXPERIMENT = "worldflux-checkpoints"
+ALIASES = ("candidate", "champion", "previous-champion")
+_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def model_name(family: str) -> str:
+    return f"worldflux-{family}"
+
+
+class MlflowError(RuntimeError):
+    """A registry or tracking operation failed; the message says what to check."""
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """Tracking and registry. ``artifact_root`` is used for experiments this resource creates
+    when the tracking store is local (sqlite/file): a tracking server decides for itself."""
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    artifact_root: str | None = None
+    experiment: str = EXPERIMENT
+
+    def client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def ui_hint(self) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+    # ------------------------------------------------------------------------- tracking
+    def experiment_id(self, name: str | None = None) -> str:
+        name = name or self.experiment
+        client = self.client()
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if self.artifact_root and not self.tracking_uri.startswith(("http://", "https://")):
+            location = (Path(self.artifact_root) / name).resolve().as_uri()
+        try:
+            return str(client.create_experiment(name, artifact_location=location))
+        except Exception:  # another process created it between the lookup and here
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
+
+    def start_run(
+        self, run_name: str, tags: Mapping[str, str], experiment: str | None = None
+    ) -> str:
+        experiment_id = self.experiment_id(experiment)
+        run = self.client().create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        return str(run.info.run_id)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_series(self, run_id: str, series: Mapping[str, Iterable[float]], start: int = 1) -> int:
+        """Per-step metrics in batches (a call per step would dominate a short run).
+        Non-finite values are skipped (MLflow refuses NaN in some stores). Returns the count."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, step)
+            for key, values in series.items()
+            for step, value in enumerate(values, start=start)
+            if value == value and abs(value) != float("inf")
+        ]
+        client = self.client()
+        for i in range(0, len(metrics), _BATCH):
+            client.log_batch(run_id, metrics=metrics[i : i + _BATCH])
+        return len(metrics)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float | None], step: int = 0) -> None:
+        self.log_series(run_id, {k: [v] for k, v in metrics.items() if v is not None}, start=step)
+
+    def log_dataset(
+        self, run_id: str, name: str, digest: str, source: str, profile: Mapping[str, Any]
+    ) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name,
+            digest=digest[:36],  # MLflow keeps at most 36 characters of a digest
+            source_type="worldflux-object-store",
+            source=json.dumps({"uri": source, "sha256": digest}),
+            schema=None,
+            profile=json.dumps(dict(profile)),
+        )
+        tags = [InputTag("mlflow.data.context", "training")]
+        self.client().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=tags)])
+
+    def log_figure(self, run_id: str, figure: Figure, artifact_file: str) -> None:
+        self.client().log_figure(run_id, figure, artifact_file)
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+        self.client().log_dict(run_id, dict(data), artifact_file)
+
+    def log_artifacts(self, run_id: str, directory: Path, artifact_path: str) -> str:
+        client = self.client()
+        client.log_artifacts(run_id, str(directory), artifact_path)
+        return f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+
+    def end_run(self, run_id: str, ok: bool) -> None:
+        self.client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+    def run_url(self, run_id: str) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            experiment = self.client().get_run(run_id).info.experiment_id
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+        return f"MLflow run {run_id} ({self.ui_hint()})"
+
+    # ------------------------------------------------------------------------- registry
+    def register_version(
+        self, family: str, source: str, run_id: str, tags: Mapping[str, str], description: str
+    ) -> str:
+        """A new version of the family's registered model; returns its version number."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        name = model_name(family)
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(
+                name,
+                tags={"family": family},
+                description=f"Released weights of the {family} world-model family.",
+            )
+        version = client.create_model_version(
+            name, source=source, run_id=run_id, tags=dict(tags), description=description
+        )
+        return str(version.version)
+
+    def aliases(self, family: str) -> dict[str, str]:
+        """alias -> version of the family's registered model ({} when none is registered).
+        Read from the registered model: ``search_model_versions`` returns empty aliases."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client().get_registered_model(model_name(family))
+        except MlflowException:
+            return {}
+        return {alias: str(version) for alias, version in model.aliases.items()}
+
+    def set_alias(self, family: str, alias: str, version: str) -> None:
+        self.client().set_registered_model_alias(model_name(family), alias, version)
+
+    def delete_alias(self, family: str, alias: str) -> None:
+        self.client().delete_registered_model_alias(model_name(family), alias)
+
+    def version_tags(self, family: str, version: str) -> dict[str, str]:
+        return dict(self.client().get_model_version(model_name(family), version).tags)
+
+    def version_source(self, family: str, version: str) -> str:
+        return str(self.client().get_model_version(model_name(family), version).source)

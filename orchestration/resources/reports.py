@@ -1,0 +1,63 @@
+"""A gate report, kept in three places: the object store (JSON + Markdown), the report ledger
+(the record promotion decisions read) and MLflow (a run per evaluation, for browsing)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from orchestration.resources.ledger import Ledger, ReportEntry
+from orchestration.resources.mlflow import MlflowResource
+from orchestration.resources.object_store import ObjectStore
+from quality.report import render_markdown, validate_report
+
+REPORT_EXPERIMENT = "worldflux-gate-reports"
+
+
+def record_report(
+    report: dict[str, Any],
+    store: ObjectStore,
+    ledger: Ledger,
+    mlflow: MlflowResource,
+    dagster_run_id: str,
+) -> ReportEntry:
+    """Validate the report against its schema, then store it everywhere. The ledger entry is
+    written last: a report the ledger holds is complete in the object store."""
+    validate_report(report)
+    report = json.loads(json.dumps(report))  # plain JSON (tuples -> lists), as stored everywhere
+    family, report_id = report["family"], report["report_id"]
+    key = f"reports/{family}/{report_id}"
+    uri = store.put_json(f"{key}.json", report)
+    store.put_bytes(f"{key}.md", render_markdown(report).encode())
+
+    releasable = bool(report["gates"]["release_pass"])
+    run_id = mlflow.start_run(
+        report_id,
+        {"family": family, "releasable": str(releasable), "dagster_run_id": dagster_run_id},
+        experiment=REPORT_EXPERIMENT,
+    )
+    passed = sum(g["status"] == "pass" for g in report["gates"]["results"])
+    mlflow.log_metrics(
+        run_id,
+        {
+            "success_rate": report["success_rate"],
+            "gates_passed": passed,
+            "gates_blocking": len(report["failed_gates"]),
+        },
+    )
+    mlflow.log_dict(run_id, report, "gate_report.json")
+    mlflow.end_run(run_id, ok=True)
+
+    entry = ReportEntry(
+        report_id=report_id,
+        family=family,
+        created_at=dt.datetime.now(dt.UTC),
+        releasable=releasable,
+        failing_gates=tuple(report["failed_gates"]),
+        uri=uri,
+        dagster_run_id=dagster_run_id,
+        report=report,
+    )
+    ledger.add_report(entry)
+    return entry

@@ -1,0 +1,65 @@
+"""The nightly schedules: every data set at 01:45 UTC, every family x seed checkpoint at 02:00.
+
+``build_schedule_from_partitioned_job`` rejects static x static partitions, so the schedule
+yields one RunRequest per partition with a run key fixed by the night: a tick evaluated twice
+(daemon restart) launches nothing twice. Gate reports follow from the sensor in sensors.py;
+released weights never come from here.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.partitions import DATASETS, FAMILIES, SEEDS, checkpoint_key
+from orchestration.jobs import checkpoint_job, dataset_job
+
+NIGHTLY_CRON = "0 2 * * *"
+DATASETS_CRON = "45 1 * * *"  # 15 minutes ahead, so the nightly trains on re-checked data
+
+
+def dataset_requests(night: str) -> list[dg.RunRequest]:
+    return [
+        dg.RunRequest(
+            run_key=f"nightly-{night}-dataset-{name}",
+            partition_key=name,
+            tags={"worldflux/night": night},
+        )
+        for name in DATASETS
+    ]
+
+
+def checkpoint_requests(night: str) -> list[dg.RunRequest]:
+    return [
+        dg.RunRequest(
+            run_key=f"nightly-{night}-checkpoint-{family}-{seed}",
+            partition_key=checkpoint_key(family, seed),
+            tags={"worldflux/night": night},
+        )
+        for family in FAMILIES
+        for seed in SEEDS
+    ]
+
+
+@dg.schedule(
+    name="nightly_datasets",
+    cron_schedule=DATASETS_CRON,
+    execution_timezone="UTC",
+    job=dataset_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night at 01:45 UTC: publish every data set and run its expectation suite.",
+)
+def nightly_datasets(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    return dataset_requests(context.scheduled_execution_time.strftime("%Y-%m-%d"))
+
+
+@dg.schedule(
+    name="nightly_gates",
+    cron_schedule=NIGHTLY_CRON,
+    execution_timezone="UTC",
+    job=checkpoint_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night at 02:00 UTC: retrain every family x seed (one run each, queued "
+    "one at a time); each family's gate report follows once all its seeds have landed.",
+)
+def nightly_gates(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    return checkpoint_requests(context.scheduled_execution_time.strftime("%Y-%m-%d"))

@@ -1,0 +1,131 @@
+"""The environment, read once, turned into resources.
+
+Standard variables keep their meaning (``DAGSTER_HOME``, ``MLFLOW_TRACKING_URI``,
+``MLFLOW_REGISTRY_URI``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_REGION``); the
+project's own start with ``WORLDFLUX_``. With none set, everything is embedded under one root
+folder (``WORLDFLUX_HOME``, default ``./.worldflux``): deleting it resets the system.
+
+- ``WORLDFLUX_HOME``: the root of embedded state (default ``./.worldflux``).
+- ``DAGSTER_HOME``: default ``$WORLDFLUX_HOME/dagster`` (SQLite); production points it at a
+  folder whose dagster.yaml uses PostgreSQL.
+- ``MLFLOW_TRACKING_URI``: default ``sqlite:///$WORLDFLUX_HOME/mlflow.db`` with artifacts under
+  ``$WORLDFLUX_HOME/mlflow-artifacts``; production ``http://mlflow-server:5000``.
+- ``WORLDFLUX_S3_BUCKET`` (+ ``WORLDFLUX_S3_ENDPOINT_URL`` for MinIO/SeaweedFS,
+  ``WORLDFLUX_S3_PREFIX``): objects in S3; unset, under ``$WORLDFLUX_HOME/objects``.
+- ``WORLDFLUX_MONGODB_URI`` (+ ``WORLDFLUX_MONGODB_DATABASE``, default ``worldflux``): the
+  report ledger in MongoDB; unset, SQLite at ``$WORLDFLUX_HOME/ledger.db``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PREFIX = "WORLDFLUX_"
+
+
+class SettingsError(ValueError):
+    """A variable holds something unusable; the message names it and what to set."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    dagster_home: Path
+    mlflow_tracking_uri: str
+    mlflow_registry_uri: str | None
+    mlflow_artifact_root: Path
+    s3_bucket: str | None
+    s3_endpoint_url: str | None
+    s3_prefix: str
+    s3_region: str | None
+    mongodb_uri: str | None
+    mongodb_database: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get(f"{PREFIX}HOME") or ".worldflux").expanduser().resolve()
+        dagster_home = Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve()
+        tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+        bucket = env.get(f"{PREFIX}S3_BUCKET") or None
+        endpoint = env.get(f"{PREFIX}S3_ENDPOINT_URL") or None
+        if endpoint and not bucket:
+            raise SettingsError(
+                f"{PREFIX}S3_ENDPOINT_URL is set ({endpoint}) but {PREFIX}S3_BUCKET is not: set "
+                "the bucket too, or unset the endpoint to keep objects under "
+                f"{home / 'objects'}"
+            )
+        return cls(
+            home=home,
+            dagster_home=dagster_home,
+            mlflow_tracking_uri=tracking,
+            mlflow_registry_uri=env.get("MLFLOW_REGISTRY_URI") or None,
+            mlflow_artifact_root=home / "mlflow-artifacts",
+            s3_bucket=bucket,
+            s3_endpoint_url=endpoint,
+            s3_prefix=env.get(f"{PREFIX}S3_PREFIX", ""),
+            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            mongodb_uri=env.get(f"{PREFIX}MONGODB_URI") or None,
+            mongodb_database=env.get(f"{PREFIX}MONGODB_DATABASE") or "worldflux",
+        )
+
+    def describe(self) -> dict[str, str]:
+        """Where each kind of state lives (for people; secrets are not included)."""
+        objects = (
+            f"s3://{self.s3_bucket}/{self.s3_prefix}"
+            + (f" at {self.s3_endpoint_url}" if self.s3_endpoint_url else "")
+            if self.s3_bucket
+            else str(self.home / "objects")
+        )
+        return {
+            "dagster instance": str(self.dagster_home),
+            "mlflow tracking": self.mlflow_tracking_uri,
+            "object store": objects,
+            "report ledger": (
+                f"MongoDB database {self.mongodb_database!r}"
+                if self.mongodb_uri
+                else str(self.home / "ledger.db")
+            ),
+        }
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    """The resources of the code location, chosen by the settings (the one place that does)."""
+    from dagster_aws.s3 import S3Resource
+
+    from orchestration.resources.ledger_resources import (
+        LedgerResource,
+        MongoLedgerResource,
+        SqliteLedgerResource,
+    )
+    from orchestration.resources.mlflow import MlflowResource
+    from orchestration.resources.object_store import (
+        LocalObjectStoreResource,
+        ObjectStoreResource,
+        S3ObjectStoreResource,
+    )
+
+    object_store: ObjectStoreResource
+    if settings.s3_bucket:
+        object_store = S3ObjectStoreResource(
+            s3=S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region),
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+        )
+    else:
+        object_store = LocalObjectStoreResource(root=str(settings.home / "objects"))
+    ledger: LedgerResource
+    if settings.mongodb_uri:
+        ledger = MongoLedgerResource(uri=settings.mongodb_uri, database=settings.mongodb_database)
+    else:
+        ledger = SqliteLedgerResource(path=str(settings.home / "ledger.db"))
+    mlflow = MlflowResource(
+        tracking_uri=settings.mlflow_tracking_uri,
+        registry_uri=settings.mlflow_registry_uri,
+        artifact_root=str(settings.mlflow_artifact_root),
+    )
+    return {"object_store": object_store, "ledger": ledger, "mlflow": mlflow}
