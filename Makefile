@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 QUIET_PIP := sed -e '/is ignored: it is neither a file nor a directory/d'
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup demo test lint typecheck unit examples benchmark datasets clean
+.PHONY: setup demo gates ui test lint typecheck unit examples benchmark datasets clean
 
 setup: $(STAMP)
 
@@ -21,15 +21,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | $(QUIET_PIP)
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# The whole lineage (data sets -> checkpoints -> gate reports -> released weights) on the
+# embedded defaults under ./.worldflux: one family released, one blocked by a failing gate.
 demo: setup
+	$(PY) -m orchestration demo
+
+# The reference gate sweep without Dagster (dreamerv3 + tdmpc2, 3 seeds, reports in ./reports).
+gates: setup
 	$(PY) scripts/demo_reference.py
+
+ui: setup
+	$(PY) -m orchestration ui
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy worldflux quality
+	$(VENV)/bin/mypy worldflux quality orchestration assets
 
 unit: setup
 	$(PY) -m pytest -q
@@ -52,4 +61,4 @@ datasets: setup
 	$(PY) scripts/generate_datasets.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .worldflux

@@ -16,6 +16,7 @@ from worldflux.training import History
 
 class TrainConfig(dg.Config):
     steps: int | None = None  # None: the family policy's training.steps
+    lr: float | None = None  # None: the policy's learning rate
     device: str = "auto"  # "auto" picks a GPU when one is present
 
 
@@ -44,7 +45,8 @@ def checkpoint(
     store = object_store.open()
     data, manifest = read_dataset(store, dataset_of(family))
     steps = config.steps or int(policy.training["steps"])
-    spec = SeedRunSpec.from_policy(policy, seed, steps, device=config.device)
+    changes = {"lr": config.lr} if config.lr is not None else {}
+    spec = SeedRunSpec.from_policy(policy, seed, steps, device=config.device, **changes)
     run_id = mlflow.start_run(
         f"{family}-seed{seed}",
         {"family": family, "seed": str(seed), "dagster_run_id": context.run_id},
@@ -77,5 +79,6 @@ def checkpoint(
             "sha256": ckpt.get("sha256", ""),
             "mlflow_run_id": run_id,
             "dataset_digest": manifest["digest"],
+            "work_seconds": record["timings"]["total_seconds"],
         }
     )

@@ -1,5 +1,7 @@
 """``dataset``: a bundled data set, validated and published to the object store."""
 
+import time
+
 import dagster as dg
 
 from assets.partitions import dataset_partitions
@@ -38,7 +40,9 @@ def dataset(
 ) -> dg.MaterializeResult:
     name = context.partition_key
     data = load_bundled(name)
+    started = time.perf_counter()
     report = validate_dataset(data)
+    work_seconds = time.perf_counter() - started
     source = next(entry for entry in list_bundled() if entry["name"] == name)
     expectations = {"success": report.success, "failures": [f.describe() for f in report.failures]}
     manifest = publish_dataset(
@@ -68,6 +72,7 @@ def dataset(
             "digest": manifest["digest"],
             "expectations": report.summary(),
             "source": dg.MetadataValue.json(source),
+            "work_seconds": work_seconds,
         },
         check_results=checks,
     )

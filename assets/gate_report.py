@@ -1,6 +1,7 @@
 """``gate_report``: every release gate of a family over all its seeds, one blocking check each."""
 
 import json
+import time
 
 import dagster as dg
 
@@ -90,9 +91,11 @@ def gate_report(
     runs = read_checkpoint_records(store, family, SEEDS)
     data, _ = read_dataset(store, dataset_of(family))
     context.log.info(f"{family}: {len(runs)} seeds read; running the repeatability re-runs")
+    started = time.perf_counter()
     repeats = repeat_runs(policy, SEEDS[0], data=data)
     gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=data.spec.obs_shape)
     report = build_report(runs, policy, gates, repeats=repeats)
+    work_seconds = time.perf_counter() - started
     with ledger.open() as book:
         entry = record_report(report, store, book, mlflow, context.run_id)
     evaluated = {g.name for g in gates}
@@ -108,6 +111,7 @@ def gate_report(
             "success_rate": report["success_rate"],
             "uri": dg.MetadataValue.path(entry.uri),
             "report": dg.MetadataValue.md(render_markdown(report)),
+            "work_seconds": work_seconds,
         },
         check_results=checks,
     )

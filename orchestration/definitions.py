@@ -1,7 +1,5 @@
-"""The code location: the four lineage assets, their jobs, the nightly schedule, the sensor
+"""The code location: the four lineage assets, their jobs, the nightly schedules, the sensor
 that gates a family once its seeds land, and resources chosen by the environment."""
-
-from __future__ import annotations
 
 import dagster as dg
 
@@ -14,13 +12,18 @@ from orchestration.schedules import nightly_datasets, nightly_gates
 from orchestration.sensors import gate_report_when_seeds_landed
 from orchestration.settings import Settings, build_resources
 
-defs = dg.Definitions(
-    assets=[dataset, checkpoint, gate_report, released_weights],
-    jobs=JOBS,
-    schedules=[nightly_datasets, nightly_gates],
-    sensors=[gate_report_when_seeds_landed],
-    resources=build_resources(Settings.from_env()),
-    # Each run materializes one partition of one or two assets: running its steps in the run's
-    # own process saves a torch import per step; the run queue bounds parallelism.
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[dataset, checkpoint, gate_report, released_weights],
+        jobs=JOBS,
+        schedules=[nightly_datasets, nightly_gates],
+        sensors=[gate_report_when_seeds_landed],
+        resources=build_resources(settings),
+        # A run materializes one partition of one or two assets: running its steps in the
+        # run's own process saves a torch import per step; the run queue bounds parallelism.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(Settings.from_env())

@@ -9,8 +9,9 @@ versions point at safetensors weights logged as run artifacts: nothing is pickle
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 EXPERIMENT = "worldflux-checkpoints"
 ALIASES = ("candidate", "champion", "previous-champion")
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
+MAX_POINTS = 100
+_CLIENTS: dict[tuple[str, str | None], Any] = {}
 
 
 def model_name(family: str) -> str:
@@ -43,9 +46,15 @@ class MlflowResource(dg.ConfigurableResource):
     experiment: str = EXPERIMENT
 
     def client(self) -> MlflowClient:
-        from mlflow import MlflowClient
+        # One client per store for the process: building one costs ~40 ms (store lookup).
+        key = (self.tracking_uri, self.registry_uri)
+        if key not in _CLIENTS:
+            from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+            _CLIENTS[key] = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
+            )
+        return _CLIENTS[key]
 
     def ui_hint(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):
@@ -82,18 +91,21 @@ class MlflowResource(dg.ConfigurableResource):
 
         self.client().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
-    def log_series(self, run_id: str, series: Mapping[str, Iterable[float]], start: int = 1) -> int:
-        """Per-step metrics in batches (a call per step would dominate a short run).
-        Non-finite values are skipped (MLflow refuses NaN in some stores). Returns the count."""
+    def log_series(self, run_id: str, series: Mapping[str, Sequence[float]], start: int = 1) -> int:
+        """Per-step metrics in batches (a call per step would dominate a short run), thinned
+        to at most ``MAX_POINTS`` points per metric with their true step numbers (a curve of a
+        long run needs no more, and MLflow's SQL store writes a row per point). Non-finite
+        values are skipped (some stores refuse NaN). Returns the number of points logged."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(key, float(value), now, step)
-            for key, values in series.items()
-            for step, value in enumerate(values, start=start)
-            if value == value and abs(value) != float("inf")
-        ]
+        metrics = []
+        for key, values in series.items():
+            stride = max(1, math.ceil(len(values) / MAX_POINTS))
+            for index in range(0, len(values), stride):
+                value = float(values[index])
+                if math.isfinite(value):
+                    metrics.append(Metric(key, value, now, start + index))
         client = self.client()
         for i in range(0, len(metrics), _BATCH):
             client.log_batch(run_id, metrics=metrics[i : i + _BATCH])

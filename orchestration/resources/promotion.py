@@ -190,6 +190,7 @@ def promote(
         "checkpoint_sha256": checkpoint["sha256"],
         "weights_uri": uri,
         "model_card_uri": card_uri,
+        "model_card_key": f"{area}/model_card.md",
     }
     before = mlflow.aliases(family)
     _move_aliases(mlflow, family, version, previous)

@@ -12,11 +12,12 @@ from worldflux.training import Callback, History, Trainer
 
 
 class LogProgress(Callback):
-    """Reports training progress about ten times per run (a long run shows it is alive)."""
+    """Reports training progress four times per run (a long run shows it is alive; every
+    line is an event the Dagster instance stores)."""
 
     def __init__(self, log: Callable[[str], None], total_steps: int, label: str) -> None:
         self.log, self.label = log, label
-        self.every = max(1, total_steps // 10)
+        self.every = max(1, total_steps // 4)
         self.total = total_steps
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:

@@ -1,0 +1,61 @@
+"""A whole embedded platform in a temporary folder: Dagster instance (the repo's dagster.yaml),
+MLflow (SQLite), object store and ledger, built from the same settings code as production."""
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import dagster as dg
+import pytest
+
+from orchestration.definitions import build_definitions
+from orchestration.resources.ledger import Ledger
+from orchestration.resources.mlflow import MlflowResource
+from orchestration.resources.object_store import ObjectStore
+from orchestration.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+
+    def resource(self, name: str) -> Any:
+        return self.defs.resources[name]
+
+    @property
+    def mlflow(self) -> MlflowResource:
+        return self.resource("mlflow")
+
+    def store(self) -> ObjectStore:
+        return self.resource("object_store").open()
+
+    def ledger(self) -> Ledger:
+        return self.resource("ledger").open()
+
+
+def make_platform(root: Path) -> Iterator[Platform]:
+    env = {
+        "WORLDFLUX_HOME": str(root / "home"),
+        "DAGSTER_HOME": str(root / "dagster"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'home' / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    (root / "dagster").mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", root / "dagster" / "dagster.yaml")
+    with mock.patch.dict(os.environ, env):
+        settings = Settings.from_env()
+        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            yield Platform(settings, build_definitions(settings), instance)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    yield from make_platform(tmp_path_factory.mktemp("platform"))

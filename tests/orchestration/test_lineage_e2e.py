@@ -1,0 +1,193 @@
+"""The whole lineage in process, on a real Dagster instance, MLflow (SQLite), object store and
+ledger: data sets -> checkpoints -> gate reports -> released weights.
+
+tdmpc2 passes every gate at 100 steps; diffusion fails prediction gates at 100 steps (its
+imagined rollouts leave the data range): a real failure, not an injected one.
+"""
+
+from dataclasses import dataclass
+
+import dagster as dg
+import pytest
+
+from assets.partitions import SEEDS, checkpoint_key
+from orchestration import operations as ops
+from orchestration.resources.lineage import checkpoint_prefix
+from orchestration.sensors import gate_report_requests
+from tests.orchestration.conftest import Platform
+
+HEALTHY, FAILING = "tdmpc2", "diffusion"
+STEPS = 100
+
+
+@dataclass
+class Lineage:
+    evaluations: dict[str, ops.Outcome]
+    sensor_before: list[str]
+    sensor_after: list[str]
+    released: ops.Outcome
+    blocked: ops.Outcome
+    refused: ops.Outcome
+
+
+@pytest.fixture(scope="module")
+def lineage(platform: Platform) -> Lineage:
+    defs, instance = platform.defs, platform.instance
+    assert ops.materialize_dataset(defs, instance, "pendulum").success
+    for family in (HEALTHY, FAILING):
+        for seed in SEEDS:
+            outcome = ops.train(defs, instance, family, seed, steps=STEPS)
+            assert outcome.success, outcome.message
+    sensor_before = [r.partition_key for r in gate_report_requests(instance)]
+    evaluations = {f: ops.evaluate(defs, instance, f) for f in (HEALTHY, FAILING)}
+    sensor_after = [r.partition_key for r in gate_report_requests(instance)]
+    released = ops.release(
+        defs, instance, HEALTHY, action="promote", reason="first release", actor="alice"
+    )
+    # Gates and release in one run: the failing checks must stop released_weights.
+    blocked = ops.release(
+        defs, instance, FAILING, action="promote", reason="try", actor="bob", with_gates=True
+    )
+    refused = ops.release(defs, instance, FAILING, action="promote", reason="again", actor="bob")
+    return Lineage(evaluations, sensor_before, sensor_after, released, blocked, refused)
+
+
+def _materializations(instance: dg.DagsterInstance, asset: str, partition: str) -> list:
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+        limit=100,
+    ).records
+
+
+def test_gate_report_follows_when_all_seeds_landed(lineage: Lineage) -> None:
+    assert {HEALTHY, FAILING} <= set(lineage.sensor_before)
+    assert not {HEALTHY, FAILING} & set(lineage.sensor_after)
+
+
+def test_healthy_family_is_released_with_provenance(platform: Platform, lineage: Lineage) -> None:
+    assert lineage.released.success, lineage.released.message
+    aliases = platform.mlflow.aliases(HEALTHY)
+    assert set(aliases) == {"champion"}  # candidate moved on to champion; no previous yet
+    tags = platform.mlflow.version_tags(HEALTHY, aliases["champion"])
+    with platform.ledger() as ledger:
+        report = ledger.latest_report(HEALTHY)
+        promotion = ledger.latest_promotion(HEALTHY)
+    assert report is not None
+    assert report.releasable
+    assert tags["gate_report_id"] == report.report_id
+    shas = {c["sha256"] for c in report.report["checkpoints"]}
+    assert tags["checkpoint_sha256"] in shas
+    assert tags["dagster_run_id"] == lineage.released.run_id
+    assert tags["dataset_digest"] == report.report["datasets"][0]["digest"]
+    assert promotion is not None
+    assert (promotion.action, promotion.actor, promotion.reason) == (
+        "promote",
+        "alice",
+        "first release",
+    )
+    assert (promotion.from_version, promotion.to_version) == (None, aliases["champion"])
+    store = platform.store()
+    card = store.get_bytes(promotion.details["model_card_key"]).decode()
+    for section in (
+        "Model details",
+        "Intended use",
+        "Factors",
+        "Metrics",
+        "Evaluation data",
+        "Training data",
+        "Quantitative analyses",
+        "Ethical considerations",
+        "Caveats and recommendations",
+    ):
+        assert f"## {section}" in card
+    assert report.report_id in card
+    assert tags["checkpoint_sha256"] in card
+
+
+def test_failing_family_is_blocked_in_the_same_run(platform: Platform, lineage: Lineage) -> None:
+    assert not lineage.evaluations[FAILING].success  # failing blocking checks fail the run
+    failed = {e.check_name for e in lineage.evaluations[FAILING].failed_checks()}
+    assert "prediction__plausibility" in failed
+    assert lineage.evaluations[HEALTHY].success
+    assert not lineage.blocked.success
+    assert _materializations(platform.instance, "released_weights", FAILING) == []
+    assert platform.mlflow.aliases(FAILING) == {}
+    # The check's verdict and reason are in the instance's check history.
+    history = platform.instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("gate_report"), "prediction__plausibility"), limit=10
+    )
+    assert history
+    evaluation = history[0].event.dagster_event.event_specific_data  # type: ignore[union-attr]
+    assert evaluation.passed is False
+    assert evaluation.metadata["status"].value == "fail"
+    assert evaluation.description == evaluation.metadata["reason"].value != ""
+
+
+def test_later_standalone_release_of_failed_family_is_refused(
+    platform: Platform, lineage: Lineage
+) -> None:
+    assert not lineage.refused.success
+    assert "FAILED" in lineage.refused.message
+    assert "prediction.plausibility" in lineage.refused.message
+    assert platform.mlflow.aliases(FAILING) == {}
+    with platform.ledger() as ledger:
+        refusals = [p for p in ledger.promotions(FAILING) if p.action == "refused"]
+    assert refusals
+    assert refusals[0].actor == "bob"
+
+
+def test_checkpoint_run_is_tracked_in_mlflow(platform: Platform, lineage: Lineage) -> None:
+    record = platform.store().get_json(f"{checkpoint_prefix(HEALTHY, 0)}/record.json")
+    client = platform.mlflow.client()
+    run = client.get_run(record["mlflow_run_id"])
+    assert run.data.params["family"] == HEALTHY
+    assert run.data.params["steps"] == str(STEPS)
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert len(history) == STEPS
+    assert run.inputs.dataset_inputs[0].dataset.digest == record["dataset_digest"][:36]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"loss_curve.png", "seed_run.json"} <= artifacts
+
+
+def test_diverged_seed_is_a_failed_seed_not_a_crashed_run(platform: Platform) -> None:
+    outcome = ops.train(platform.defs, platform.instance, "token", 0, steps=20, lr=1e12)
+    assert outcome.success, outcome.message
+    record = platform.store().get_json(f"{checkpoint_prefix('token', 0)}/record.json")
+    assert record["status"] == "failed"
+    assert record["failure"]["kind"] in ("diverged", "non_finite_eval")
+    [event] = _materializations(platform.instance, "checkpoint", checkpoint_key("token", 0))
+    metadata = event.asset_materialization.metadata  # type: ignore[union-attr]
+    assert metadata["status"].value == "failed"
+    assert metadata["failure"].value
+
+
+def test_rollback_restores_the_previous_champion(platform: Platform, lineage: Lineage) -> None:
+    defs, instance = platform.defs, platform.instance
+    first = platform.mlflow.aliases(HEALTHY)["champion"]
+    again = ops.release(defs, instance, HEALTHY, action="promote", reason="second", actor="alice")
+    assert again.success, again.message
+    second = platform.mlflow.aliases(HEALTHY)
+    assert second["previous-champion"] == first
+    assert second["champion"] != first
+    back = ops.release(defs, instance, HEALTHY, action="rollback", reason="bad", actor="carol")
+    assert back.success, back.message
+    after = platform.mlflow.aliases(HEALTHY)
+    assert after["champion"] == first
+    assert after["previous-champion"] == second["champion"]
+    with platform.ledger() as ledger:
+        latest = ledger.latest_promotion(HEALTHY)
+    assert latest is not None
+    assert (latest.action, latest.actor, latest.reason) == ("rollback", "carol", "bad")
+    assert (latest.from_version, latest.to_version) == (second["champion"], first)
+
+
+def test_release_refuses_a_report_older_than_the_checkpoints(
+    platform: Platform, lineage: Lineage
+) -> None:
+    defs, instance = platform.defs, platform.instance
+    champion = platform.mlflow.aliases(HEALTHY)["champion"]
+    assert ops.train(defs, instance, HEALTHY, 1, steps=STEPS).success
+    stale = ops.release(defs, instance, HEALTHY, action="promote", reason="stale", actor="alice")
+    assert not stale.success
+    assert "older than the checkpoints of seeds [1]" in stale.message
+    assert platform.mlflow.aliases(HEALTHY)["champion"] == champion
