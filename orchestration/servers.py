@@ -31,20 +31,31 @@ def start(command: list[str], log: Path, env: dict[str, str], cwd: Path) -> subp
         )
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM to the group, then SIGKILL to what is left after ``grace`` seconds."""
-    if process.poll() is not None:
-        return
+    """SIGTERM to the whole group, then SIGKILL to whatever is left after ``grace`` seconds.
+    Waits for the group, not only its leader: dagster dev's webserver and daemon outlive it
+    for a moment."""
+    pgid = process.pid
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(process.pid, sig)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            process.poll()  # reap the leader, or the group never looks empty
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.1)
+    process.poll()
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:

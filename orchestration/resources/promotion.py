@@ -139,7 +139,7 @@ def promote(
                 report_id=None,
                 dagster_run_id=dagster_run_id,
                 created_at=now,
-                details={"refusal": str(refused)},
+                details={"refusal": str(refused), "requested": "promote"},
             )
         )
         raise
@@ -252,14 +252,31 @@ def rollback(
     dagster_run_id: str,
 ) -> Release:
     """Swap ``champion`` and ``previous-champion`` (a second rollback undoes the first)."""
-    if not reason.strip():
-        raise PromotionRefused("a rollback needs a reason (it goes into the audit trail)")
     aliases = mlflow.aliases(family)
     current, target = aliases.get("champion"), aliases.get("previous-champion")
-    if current is None or target is None:
-        raise PromotionRefused(
+    refusal = None
+    if not reason.strip():
+        refusal = "a rollback needs a reason (it goes into the audit trail)"
+    elif current is None or target is None:
+        refusal = (
             f"{family} has no previous champion to roll back to (aliases: {aliases or 'none'})"
         )
+    if refusal is not None:
+        ledger.add_promotion(
+            PromotionEntry(
+                family=family,
+                action="refused",
+                from_version=current,
+                to_version=target,
+                actor=actor,
+                reason=reason,
+                report_id=None,
+                dagster_run_id=dagster_run_id,
+                created_at=dt.datetime.now(dt.UTC),
+                details={"refusal": refusal, "requested": "rollback"},
+            )
+        )
+        raise PromotionRefused(refusal)
     tags = mlflow.version_tags(family, target)
     source = mlflow.version_source(family, target)
     details = {"weights_uri": source, "checkpoint_sha256": tags.get("checkpoint_sha256")}

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from assets.partitions import SEEDS, checkpoint_key
+from orchestration import cli
 from orchestration import operations as ops
 from orchestration.resources.lineage import checkpoint_prefix
 from orchestration.sensors import gate_report_requests
@@ -179,6 +180,51 @@ def test_rollback_restores_the_previous_champion(platform: Platform, lineage: Li
     assert latest is not None
     assert (latest.action, latest.actor, latest.reason) == ("rollback", "carol", "bad")
     assert (latest.from_version, latest.to_version) == (second["champion"], first)
+
+
+def test_cli_status_promote_and_rollback(
+    platform: Platform, lineage: Lineage, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["status", HEALTHY, FAILING]) == 0
+    out = capsys.readouterr().out
+    assert "BLOCKED" in out
+    assert "prediction.plausibility" in out
+    assert "PASS" in out
+
+    assert cli.main(["promote", FAILING, "--reason", "please", "--actor", "dave"]) == 1
+    assert "refused" in capsys.readouterr().out
+    assert platform.mlflow.aliases(FAILING) == {}
+
+    before = platform.mlflow.aliases(HEALTHY)
+    assert cli.main(["rollback", HEALTHY, "--reason", "cli rollback", "--actor", "erin"]) == 0
+    after = platform.mlflow.aliases(HEALTHY)
+    assert after["champion"] == before["previous-champion"]
+    with platform.ledger() as ledger:
+        latest = ledger.latest_promotion(HEALTHY)
+    assert latest is not None
+    assert (latest.action, latest.actor, latest.reason) == ("rollback", "erin", "cli rollback")
+    # Through Dagster: the run that did it is in the instance.
+    assert platform.instance.get_run_by_id(latest.dagster_run_id) is not None
+
+
+def test_promotion_needs_a_reason(platform: Platform, lineage: Lineage) -> None:
+    outcome = ops.release(platform.defs, platform.instance, HEALTHY, action="promote", reason="")
+    assert not outcome.success
+    assert "needs a reason" in outcome.message
+
+
+def test_rollback_without_a_previous_champion_is_refused_and_recorded(
+    platform: Platform, lineage: Lineage
+) -> None:
+    outcome = ops.release(
+        platform.defs, platform.instance, FAILING, action="rollback", reason="x", actor="fay"
+    )
+    assert not outcome.success
+    assert "no previous champion" in outcome.message
+    with platform.ledger() as ledger:
+        [latest] = ledger.promotions(FAILING, limit=1)
+    assert (latest.action, latest.actor) == ("refused", "fay")
+    assert latest.details["requested"] == "rollback"
 
 
 def test_release_refuses_a_report_older_than_the_checkpoints(
