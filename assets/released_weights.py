@@ -1,5 +1,6 @@
 """``released_weights``: a family's champion weights, promoted or rolled back by a person."""
 
+from functools import partial
 from typing import Literal
 
 import dagster as dg
@@ -46,29 +47,18 @@ def released_weights(
     family = context.partition_key
     actor = actor_from_env(config.actor)
     store = object_store.open()
+    action = partial(promote, seeds=SEEDS) if config.action == "promote" else rollback
     with ledger.open() as book:
         try:
-            if config.action == "promote":
-                release = promote(
-                    family,
-                    store=store,
-                    ledger=book,
-                    mlflow=mlflow,
-                    seeds=SEEDS,
-                    actor=actor,
-                    reason=config.reason,
-                    dagster_run_id=context.run_id,
-                )
-            else:
-                release = rollback(
-                    family,
-                    store=store,
-                    ledger=book,
-                    mlflow=mlflow,
-                    actor=actor,
-                    reason=config.reason,
-                    dagster_run_id=context.run_id,
-                )
+            release = action(
+                family,
+                store=store,
+                ledger=book,
+                mlflow=mlflow,
+                actor=actor,
+                reason=config.reason,
+                dagster_run_id=context.run_id,
+            )
         except PromotionRefused as refused:
             raise dg.Failure(
                 description=f"{config.action} of {family} refused: {refused}",

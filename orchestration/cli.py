@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_FAMILIES = ("tdmpc2", "diffusion")
 DEMO_STEPS = 300
 
-console = Console()
+# Logs and pipes get wide lines: a table folded at 80 columns splits gate names mid-word.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def prepare_environment() -> Any:

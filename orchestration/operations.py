@@ -45,7 +45,7 @@ def run(
     run_config = dict(run_config or {})
     if QUIET:  # the run's events still go to the instance; only the console echo is muted
         run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
-    result = defs.get_job_def(job).execute_in_process(
+    result = defs.resolve_job_def(job).execute_in_process(
         partition_key=partition,
         instance=instance,
         run_config=run_config,

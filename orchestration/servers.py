@@ -31,7 +31,7 @@ def start(command: list[str], log: Path, env: dict[str, str], cwd: Path) -> subp
         )
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -52,7 +52,7 @@ def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             process.poll()  # reap the leader, or the group never looks empty
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 return
             time.sleep(0.1)
     process.poll()

@@ -46,6 +46,37 @@ def actor_from_env(explicit: str = "") -> str:
 
 
 @dataclass(frozen=True)
+class _Request:
+    """Who asks for what: every ledger entry of one promotion or rollback shares it."""
+
+    family: str
+    actor: str
+    reason: str
+    dagster_run_id: str
+
+    def entry(
+        self,
+        action: str,
+        from_version: str | None,
+        to_version: str | None,
+        details: dict[str, Any],
+        report_id: str | None = None,
+    ) -> PromotionEntry:
+        return PromotionEntry(
+            family=self.family,
+            action=action,
+            from_version=from_version,
+            to_version=to_version,
+            actor=self.actor,
+            reason=self.reason,
+            report_id=report_id,
+            dagster_run_id=self.dagster_run_id,
+            created_at=dt.datetime.now(dt.UTC),
+            details=details,
+        )
+
+
+@dataclass(frozen=True)
 class Release:
     action: str
     family: str
@@ -123,23 +154,18 @@ def promote(
     dagster_run_id: str,
 ) -> Release:
     now = dt.datetime.now(dt.UTC)
+    request = _Request(family, actor, reason, dagster_run_id)
     try:
         if not reason.strip():
             raise PromotionRefused("a promotion needs a reason (it goes into the audit trail)")
         entry = releasable_report(ledger, store, family, seeds)
     except PromotionRefused as refused:
         ledger.add_promotion(
-            PromotionEntry(
-                family=family,
-                action="refused",
-                from_version=mlflow.aliases(family).get("champion"),
-                to_version=None,
-                actor=actor,
-                reason=reason,
-                report_id=None,
-                dagster_run_id=dagster_run_id,
-                created_at=now,
-                details={"refusal": str(refused), "requested": "promote"},
+            request.entry(
+                "refused",
+                mlflow.aliases(family).get("champion"),
+                None,
+                {"refusal": str(refused), "requested": "promote"},
             )
         )
         raise
@@ -199,18 +225,7 @@ def promote(
             f"releases/{family}/champion.json", {"version": version, **details, "actor": actor}
         )
         ledger.add_promotion(
-            PromotionEntry(
-                family=family,
-                action="promote",
-                from_version=previous,
-                to_version=version,
-                actor=actor,
-                reason=reason,
-                report_id=entry.report_id,
-                dagster_run_id=dagster_run_id,
-                created_at=now,
-                details=details,
-            )
+            request.entry("promote", previous, version, details, report_id=entry.report_id)
         )
     except Exception:  # no alias may point at a release the audit trail does not hold
         _restore_aliases(mlflow, family, before)
@@ -252,6 +267,7 @@ def rollback(
     dagster_run_id: str,
 ) -> Release:
     """Swap ``champion`` and ``previous-champion`` (a second rollback undoes the first)."""
+    request = _Request(family, actor, reason, dagster_run_id)
     aliases = mlflow.aliases(family)
     current, target = aliases.get("champion"), aliases.get("previous-champion")
     refusal = None
@@ -263,20 +279,10 @@ def rollback(
         )
     if refusal is not None:
         ledger.add_promotion(
-            PromotionEntry(
-                family=family,
-                action="refused",
-                from_version=current,
-                to_version=target,
-                actor=actor,
-                reason=reason,
-                report_id=None,
-                dagster_run_id=dagster_run_id,
-                created_at=dt.datetime.now(dt.UTC),
-                details={"refusal": refusal, "requested": "rollback"},
-            )
+            request.entry("refused", current, target, {"refusal": refusal, "requested": "rollback"})
         )
         raise PromotionRefused(refusal)
+    assert current is not None and target is not None  # refused above otherwise
     tags = mlflow.version_tags(family, target)
     source = mlflow.version_source(family, target)
     details = {"weights_uri": source, "checkpoint_sha256": tags.get("checkpoint_sha256")}
@@ -287,17 +293,8 @@ def rollback(
             f"releases/{family}/champion.json", {"version": target, **details, "actor": actor}
         )
         ledger.add_promotion(
-            PromotionEntry(
-                family=family,
-                action="rollback",
-                from_version=current,
-                to_version=target,
-                actor=actor,
-                reason=reason,
-                report_id=tags.get("gate_report_id"),
-                dagster_run_id=dagster_run_id,
-                created_at=dt.datetime.now(dt.UTC),
-                details=details,
+            request.entry(
+                "rollback", current, target, details, report_id=tags.get("gate_report_id")
             )
         )
     except Exception:

@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from orchestration.servers import group_alive
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -25,14 +27,6 @@ def _answers(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_ui_starts_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -> None:
@@ -73,7 +67,7 @@ def test_ui_starts_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -> None:
         for url in urls:
             assert not _answers(url)
         for child in children:
-            assert not _group_alive(int(child))
+            assert not group_alive(int(child))
     finally:
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
