@@ -75,7 +75,14 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: P
 def serve_uis(
     settings: Any, repo: Path, dagster_port: int, mlflow_port: int, console: Console
 ) -> int:
-    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+    # The code server resolves the settings again: pin them to what this command resolved,
+    # whatever directory it was started from.
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "WORLDFLUX_HOME": str(settings.home),
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+    }
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Without this the MLflow server starts a 7-process job runner (~1.9 GB) this UI never uses.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
