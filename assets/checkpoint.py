@@ -4,8 +4,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.metadata import number, table
 from assets.partitions import checkpoint_partitions, dataset_of
-from orchestration.resources.lineage import publish_checkpoint, read_dataset, scratch_dir
+from orchestration.resources.lineage import (
+    checkpoint_prefix,
+    publish_checkpoint,
+    read_dataset,
+    scratch_dir,
+)
 from orchestration.resources.mlflow import MlflowResource
 from orchestration.resources.object_store import ObjectStoreResource
 from orchestration.resources.tracking import LogProgress, track_seed_run
@@ -60,7 +66,14 @@ def checkpoint(
         )
         provenance = {"mlflow_run_id": run_id, "dagster_run_id": context.run_id}
         record = publish_checkpoint(store, family, seed, record, provenance)
-    track_seed_run(mlflow, run_id, record, history, manifest)
+    png = track_seed_run(mlflow, run_id, record, history, manifest)
+    prefix = checkpoint_prefix(family, seed)
+    curve = store.put_bytes(f"{prefix}/loss_curve.png", png) if png else ""
+    after = record.get("after") or {}
+    held_out = [
+        {"metric": k, "before": number(v), "after": number(after.get(k))}
+        for k, v in (record.get("before") or {}).items()
+    ]
     failure = record["failure"] or {}
     if failure:
         context.log.warning(f"{family} seed {seed} failed: {failure.get('message')}")
@@ -80,5 +93,7 @@ def checkpoint(
             "mlflow_run_id": run_id,
             "dataset_digest": manifest["digest"],
             "work_seconds": record["timings"]["total_seconds"],
+            "loss_curve": dg.MetadataValue.path(curve),
+            "held_out": table(held_out),
         }
     )

@@ -5,6 +5,7 @@ import time
 
 import dagster as dg
 
+from assets.metadata import number, table
 from assets.partitions import FAMILIES, SEEDS, dataset_of, family_partitions
 from orchestration.resources.ledger_resources import LedgerResource
 from orchestration.resources.lineage import read_checkpoint_records, read_dataset
@@ -111,6 +112,18 @@ def gate_report(
             "success_rate": report["success_rate"],
             "uri": dg.MetadataValue.path(entry.uri),
             "report": dg.MetadataValue.md(render_markdown(report)),
+            "gates": table(
+                [
+                    {
+                        "gate": g.name,
+                        "status": g.status,
+                        "value": number(g.value),
+                        "threshold": f"{g.comparison} {number(g.threshold)}".strip(),
+                        "reason": g.reason,
+                    }
+                    for g in gates
+                ]
+            ),
             "work_seconds": work_seconds,
         },
         check_results=checks,

@@ -3,6 +3,7 @@ per-step metrics, held-out metrics before and after, a loss-curve plot and the r
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from typing import Any
@@ -52,8 +53,9 @@ def track_seed_run(
     record: dict[str, Any],
     history: History,
     manifest: dict[str, Any],
-) -> None:
-    """Log a finished (or failed) seed run to its MLflow run and close it."""
+) -> bytes | None:
+    """Log a finished (or failed) seed run to its MLflow run and close it. Returns the
+    loss-curve PNG (None when no step ran), for the object store and the Dagster UI."""
     import matplotlib.pyplot as plt
 
     mlflow.log_dataset(
@@ -73,12 +75,17 @@ def track_seed_run(
         **{k: v for k, v in (record.get("timings") or {}).items()},
     }
     mlflow.log_metrics(run_id, {k: v for k, v in summary.items() if _finite(v)})
+    png = None
     if history.steps:
         figure = loss_curve_figure(history, record.get("gate_metric"))
         mlflow.log_figure(run_id, figure, "loss_curve.png")
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
         plt.close(figure)
+        png = buffer.getvalue()
     mlflow.log_dict(run_id, record, "seed_run.json")
     mlflow.end_run(run_id, ok=record["status"] == "ok")
+    return png
 
 
 def _finite(value: Any) -> bool:

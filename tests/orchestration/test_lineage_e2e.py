@@ -150,6 +150,20 @@ def test_checkpoint_run_is_tracked_in_mlflow(platform: Platform, lineage: Lineag
     assert {"loss_curve.png", "seed_run.json"} <= artifacts
 
 
+def test_the_ui_gets_tables_and_plots(platform: Platform, lineage: Lineage) -> None:
+    [ckpt] = _materializations(platform.instance, "checkpoint", checkpoint_key(HEALTHY, 0))[:1]
+    metadata = ckpt.asset_materialization.metadata  # type: ignore[union-attr]
+    png = platform.store().get_bytes(f"{checkpoint_prefix(HEALTHY, 0)}/loss_curve.png")
+    assert png.startswith(b"\x89PNG")
+    assert metadata["loss_curve"].value.endswith("loss_curve.png")
+    rows = {r.data["metric"]: r.data for r in metadata["held_out"].records}
+    assert float(rows["world_model_loss"]["after"]) < float(rows["world_model_loss"]["before"])
+    [report] = _materializations(platform.instance, "gate_report", HEALTHY)[:1]
+    gates = report.asset_materialization.metadata["gates"].records  # type: ignore[union-attr]
+    assert {r.data["status"] for r in gates} == {"pass", "not_applicable"}
+    assert "Gate report: tdmpc2" in report.asset_materialization.metadata["report"].value  # type: ignore[union-attr]
+
+
 def test_diverged_seed_is_a_failed_seed_not_a_crashed_run(platform: Platform) -> None:
     outcome = ops.train(platform.defs, platform.instance, "token", 0, steps=20, lr=1e12)
     assert outcome.success, outcome.message
