@@ -295,7 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
     import warnings
 
-    warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices, not for users
+    import dagster as dg
+
+    # Beta/preview notices about Dagster APIs are for this project's developers, not its users.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # "creating database tables" notices
     args = build_parser().parse_args(argv)
     from orchestration.settings import SettingsError

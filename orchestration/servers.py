@@ -87,6 +87,10 @@ def serve_uis(
     # Without this the MLflow server starts a 7-process job runner (~1.9 GB) this UI never uses.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     logs = settings.home / "logs"
+    # Ctrl-C, and `kill` too, end the wait below: a command started in the background from a
+    # script inherits SIGINT ignored, and SIGTERM would otherwise skip the clean-up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     urls: dict[str, str] = {}
     try:

@@ -40,11 +40,19 @@ def test_ui_starts_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "orchestration", "ui"]
     command += ["--dagster-port", str(dagster_port), "--mlflow-port", str(mlflow_port)]
     log = (tmp_path / "ui.log").open("wb")
-    # Own session, like a terminal's foreground job: SIGINT goes to the command alone.
+    # Own session, so SIGINT goes to the command alone; started with SIGINT ignored, as a
+    # command launched in the background from a script is, which the command must undo.
     ui = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     urls = [f"http://127.0.0.1:{dagster_port}", f"http://127.0.0.1:{mlflow_port}"]
+    children: list[str] = []
     try:
         deadline = time.monotonic() + 120
         while not all(_answers(u) for u in urls):
@@ -58,7 +66,7 @@ def test_ui_starts_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(graphql, timeout=10) as response:
             assert b"version" in response.read()
-        children = subprocess.run(
+        children += subprocess.run(
             ["pgrep", "-P", str(ui.pid)], capture_output=True, text=True
         ).stdout.split()
         assert len(children) == 2  # dagster dev and mlflow server, each in its own group
@@ -69,6 +77,7 @@ def test_ui_starts_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -> None:
         for child in children:
             assert not group_alive(int(child))
     finally:
-        if ui.poll() is None:
-            os.killpg(ui.pid, signal.SIGKILL)
+        for pgid in [ui.pid, *map(int, children)]:  # the servers have their own groups
+            if group_alive(pgid):
+                os.killpg(pgid, signal.SIGKILL)
         log.close()
