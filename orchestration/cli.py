@@ -37,6 +37,7 @@ def prepare_environment() -> Any:
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "creating tables" notices
     settings = Settings.from_env()
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
@@ -292,7 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import logging
     import warnings
 
     import dagster as dg
@@ -300,7 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Beta/preview notices about Dagster APIs are for this project's developers, not its users.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "creating database tables" notices
     args = build_parser().parse_args(argv)
     from orchestration.settings import SettingsError
 

@@ -186,8 +186,8 @@ def promote(
             "seed": str(run["seed"]),
             "source_mlflow_run_id": str(run.get("mlflow_run_id")),
         }
-        # The version number is known only once registered; the release area is keyed by the
-        # checkpoint, and the version points at it.
+        # The version number is known only once registered: the weights are keyed by the
+        # checkpoint, and the version points at them.
         area = f"releases/{family}/{checkpoint['sha256'][:16]}"
         uri = store.put_dir(f"{area}/weights", weights)
         version = mlflow.register_version(
@@ -210,13 +210,14 @@ def promote(
             "dataset": manifest,
         },
     )
-    card_uri = store.put_bytes(f"{area}/model_card.md", card.encode())
+    card_key = f"releases/{family}/v{version}/model_card.md"  # per version: one checkpoint
+    card_uri = store.put_bytes(card_key, card.encode())  # may be released twice
     details = {
         "seed": run["seed"],
         "checkpoint_sha256": checkpoint["sha256"],
         "weights_uri": uri,
         "model_card_uri": card_uri,
-        "model_card_key": f"{area}/model_card.md",
+        "model_card_key": card_key,
     }
     before = mlflow.aliases(family)
     _move_aliases(mlflow, family, version, previous)
