@@ -10,17 +10,18 @@ from __future__ import annotations
 import os
 import random
 import secrets
-import signal
 import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
+
+from orchestration import servers
 
 # Components whose HTTP port `weed mini` takes as a flag (checked with `weed mini -h`, 4.48).
 _COMPONENTS = ("s3", "master", "volume", "filer", "admin")
@@ -181,24 +182,11 @@ def _has_exited(process: subprocess.Popen[bytes]) -> bool:
     return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
-
-
 def stop(server: SeaweedServer, grace: float = 5.0) -> None:
-    """SIGTERM the server's process group, SIGKILL it if still alive after `grace` seconds."""
-    process = server.process
-    # Signal the group only while the leader is unreaped: until then its pid (which
-    # start_new_session made the group id) cannot be reused by an unrelated process.
-    if process.returncode is None:
-        _signal_group(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while not _has_exited(process) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # Also ends anything the server spawned that outlived it.
-        _signal_group(process.pid, signal.SIGKILL)
-    process.wait()
+    """SIGTERM the server's process group, SIGKILL what is left after `grace` seconds (the
+    platform's own server stop, which waits for the whole group), then weed's stale sockets."""
+    servers.stop(server.process, grace)
+    server.process.wait()
     _remove_stale_grpc_sockets(server.ports)
 
 
