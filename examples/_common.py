@@ -161,6 +161,17 @@ def reload_and_evaluate(
     return None
 
 
+def output_dir(args: argparse.Namespace, family: str, stack: contextlib.ExitStack) -> Path:
+    """``--out`` when given; with ``--test`` a temporary folder removed when ``stack`` closes;
+    otherwise runs/examples/<family>."""
+    if args.out is not None:
+        return Path(args.out)
+    if args.test:
+        prefix = f"worldflux-{family}-"
+        return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    return REPO_ROOT / "runs" / "examples" / family
+
+
 def run_example(
     family: str, default_dataset: str, description: str, argv: Sequence[str] | None = None
 ) -> int:
@@ -170,14 +181,7 @@ def run_example(
         torch.set_num_threads(args.threads)
     try:
         with contextlib.ExitStack() as stack:
-            if args.out is not None:
-                out = args.out
-            elif args.test:
-                prefix = f"worldflux-{family}-"
-                out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
-            else:
-                out = REPO_ROOT / "runs" / "examples" / family
-            return train_save_reload(family, args, out)
+            return train_save_reload(family, args, output_dir(args, family, stack))
     except worldflux.WorldFluxError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,9 +24,9 @@ import torch
 from _common import (
     EVAL_BATCHES,
     HELD_OUT_FRACTION,
-    REPO_ROOT,
     SPLIT_SEED,
     TEST_EVAL_BATCHES,
+    output_dir,
     parse_args,
     reload_and_evaluate,
 )
@@ -119,14 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         with contextlib.ExitStack() as stack:
-            if args.out is not None:
-                out = args.out
-            elif args.test:
-                prefix = f"worldflux-{FAMILY}-"
-                out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
-            else:
-                out = REPO_ROOT / "runs" / "examples" / FAMILY
-            return train_save_reload(args, out)
+            return train_save_reload(args, output_dir(args, FAMILY, stack))
     except worldflux.WorldFluxError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
