@@ -2,21 +2,31 @@
 
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from assets.metadata import number, table
 from assets.partitions import FAMILIES, SEEDS, dataset_of, family_partitions
 from orchestration.resources.ledger_resources import LedgerResource
-from orchestration.resources.lineage import read_checkpoint_records, read_dataset
+from orchestration.resources.lineage import (
+    LineageError,
+    download_weights,
+    read_checkpoint_records,
+    read_dataset,
+    read_repeats,
+    scratch_dir,
+)
 from orchestration.resources.mlflow import MlflowResource
-from orchestration.resources.object_store import ObjectStoreResource
+from orchestration.resources.object_store import ObjectStore, ObjectStoreResource
 from orchestration.resources.reports import record_report
 from quality.evaluate import build_report, evaluate_gates, gate_names
 from quality.gates.result import GateResult
-from quality.policy import load_policy
+from quality.policy import Policy, load_policy
 from quality.report import render_markdown
-from quality.sweep import repeat_runs
+from quality.seed_run import measure_stored
+from worldflux.data import TrajectoryDataset
 
 
 def check_name(gate: str) -> str:
@@ -24,9 +34,35 @@ def check_name(gate: str) -> str:
     return gate.replace(".", "__")
 
 
-# Checks are declared per asset, not per partition: the union of every family's gates. A gate
-# that is not one of a family's gates passes with status not_applicable for that family.
+# Checks are declared per asset, not per partition: the union of every family's gates, from the
+# gate registry (quality/gates/registry.py) through each family's policy. A gate that is not one
+# of a family's gates passes with status not_applicable for that family.
 ALL_GATES = list(dict.fromkeys(g for family in FAMILIES for g in gate_names(family)))
+
+
+def judge_stored_weights(
+    store: ObjectStore, runs: list[dict[str, Any]], policy: Policy, data: TrajectoryDataset
+) -> list[dict[str, Any]]:
+    """Each finished seed's weights as the object store holds them: downloaded (every file
+    verified against the checkpoint's manifest), loaded and re-measured into
+    ``record["stored"]``, which ``reproducibility.stored_weights`` compares with what the
+    training step reported. A download that fails verification is recorded as the error, so
+    the gate fails closed, naming it."""
+    judged = []
+    for record in runs:
+        checkpoint = record.get("checkpoint")
+        if record["status"] != "ok" or not checkpoint:
+            judged.append(record)
+            continue
+        with scratch_dir("stored") as tmp:
+            try:
+                path = download_weights(store, checkpoint, Path(tmp) / "weights")
+            except LineageError as err:
+                stored: dict[str, Any] = {"error": str(err)}
+            else:
+                stored = measure_stored(path, record, policy, data)
+        judged.append({**record, "stored": stored})
+    return judged
 
 
 def _check_result(gate: GateResult) -> dg.AssetCheckResult:
@@ -65,15 +101,17 @@ def _not_a_gate_of(family: str, gate: str) -> dg.AssetCheckResult:
             partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
                 partition_dimension_name="family"
             ),
-        )
+        ),
+        dg.AssetDep("repeatability_runs"),
     ],
     group_name="release_gates",
     kinds={"python", "mlflow"},
     description=(
-        "Every release gate of quality/ evaluated over all seeds of a family (plus two short "
-        "same-seed re-runs for repeatability). The JSON report goes to the object store, the "
-        "report ledger and MLflow; each gate is a blocking ERROR check, so a failing gate stops "
-        "released_weights in the same run."
+        "Every release gate of quality/ evaluated over all seeds of a family: each seed's "
+        "stored weights are downloaded (every file verified by sha256), reloaded and "
+        "re-measured; the two same-seed re-runs (repeatability_runs) are compared. The JSON "
+        "report goes to the object store, the report ledger and MLflow; each gate is a "
+        "blocking ERROR check, so a failing gate stops released_weights in the same run."
     ),
     check_specs=[
         dg.AssetCheckSpec(check_name(g), asset="gate_report", blocking=True, description=g)
@@ -91,9 +129,10 @@ def gate_report(
     store = object_store.open()
     runs = read_checkpoint_records(store, family, SEEDS)
     data, _ = read_dataset(store, dataset_of(family))
-    context.log.info(f"{family}: {len(runs)} seeds read; running the repeatability re-runs")
+    context.log.info(f"{family}: {len(runs)} seeds read; re-measuring their stored weights")
     started = time.perf_counter()
-    repeats = repeat_runs(policy, SEEDS[0], data=data)
+    runs = judge_stored_weights(store, runs, policy, data)
+    repeats = read_repeats(store, family)
     gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=data.spec.obs_shape)
     report = build_report(runs, policy, gates, repeats=repeats)
     work_seconds = time.perf_counter() - started

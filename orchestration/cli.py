@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_FAMILIES = ("tdmpc2", "diffusion")
-DEMO_STEPS = 300
+# Training steps per demo family; None: the family policy's training.steps (1000 for tdmpc2,
+# which then passes every gate and is released). diffusion is trained briefly on purpose: it
+# has no held-out skill yet and is honestly blocked, so the demo shows a refusal too.
+DEMO_STEPS: dict[str, int | None] = {"tdmpc2": None, "diffusion": 100}
 
 # Logs and pipes get wide lines: a table folded at 80 columns splits gate names mid-word.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -58,6 +62,27 @@ def _platform() -> tuple[Any, Any, Any]:
 
 
 # ------------------------------------------------------------------------------------ status
+def _gate_summary(report_id: str, report: dict[str, Any]) -> str:
+    """PASS / BLOCKED recomputed from the stored report's gate results (never the stored
+    flag), or INVALID when the report contradicts itself."""
+    from quality.evaluate import verdict
+    from quality.report import ReportError, validate_report
+
+    try:
+        validate_report(report)
+    except ReportError as err:
+        return f"[red]INVALID[/red] {escape(report_id)}\n{escape(str(err))}"
+    decided = verdict(report["gates"]["results"])
+    if decided.release_pass:
+        return f"[green]PASS[/green] {escape(report_id)}"
+    why = [
+        f"{g['name']}: {g['reason']}"
+        for g in report["gates"]["results"]
+        if g["name"] in decided.failed_gates
+    ]
+    return f"[red]BLOCKED[/red] {escape(report_id)}\n" + escape("\n".join(why))
+
+
 def status_table(defs: Any, families: Sequence[str]) -> Table:
     table = Table(title="Release status", show_lines=True)
     for column in ("family", "latest gate report", "champion", "last promotion"):
@@ -68,15 +93,8 @@ def status_table(defs: Any, families: Sequence[str]) -> Table:
             report = ledger.latest_report(family)
             if report is None:
                 gates = "[dim]none yet[/dim]"
-            elif report.releasable:
-                gates = f"[green]PASS[/green] {report.report_id}"
             else:
-                why = [
-                    f"{g['name']}: {g['reason']}"
-                    for g in report.report["gates"]["results"]
-                    if g["status"] in ("fail", "skipped")
-                ]
-                gates = f"[red]BLOCKED[/red] {report.report_id}\n" + "\n".join(why)
+                gates = _gate_summary(report.report_id, report.report)
             aliases = mlflow.aliases(family)
             champion = aliases.get("champion")
             previous = aliases.get("previous-champion")
@@ -89,9 +107,9 @@ def status_table(defs: Any, families: Sequence[str]) -> Table:
                 p = last[0]
                 when = p.created_at.isoformat(timespec="seconds")
                 move = f"v{p.from_version or '-'} -> v{p.to_version or '-'}"
-                promo = f"{p.action} {move} by {p.actor} at {when}: {p.reason}"
+                promo = escape(f"{p.action} {move} by {p.actor} at {when}: {p.reason}")
                 if p.action == "refused":
-                    promo = f"[red]refused[/red] by {p.actor} at {when}"
+                    promo = f"[red]refused[/red] by {escape(p.actor)} at {when}"
             table.add_row(family, gates, champ, promo)
     return table
 
@@ -136,6 +154,15 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------- demo
+def demo_steps(family: str, override: int | None = None) -> int:
+    """The steps a demo family trains: ``--steps`` when given, else ``DEMO_STEPS``, else (and
+    for None) the family policy's ``training.steps``."""
+    from quality.policy import load_policy
+
+    steps = override if override is not None else DEMO_STEPS.get(family)
+    return int(steps if steps is not None else load_policy(family).training["steps"])
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings, defs, instance = _platform()
@@ -146,18 +173,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ops.QUIET = True
     families = list(args.families or DEMO_FAMILIES)
     datasets = sorted({dataset_of(f) for f in families})
+    steps = {f: demo_steps(f, args.steps) for f in families}
     console.print(
-        f"[bold]Demo[/bold]: {', '.join(families)} x {len(SEEDS)} seeds x {args.steps} steps on "
-        f"{', '.join(datasets)}; state under {settings.home}"
+        f"[bold]Demo[/bold]: {', '.join(f'{f} ({n} steps)' for f, n in steps.items())} x "
+        f"{len(SEEDS)} seeds on {', '.join(datasets)}; state under {settings.home}"
     )
     plan: list[tuple[str, Callable[[], Any]]] = [
         (f"dataset {d}", partial(ops.materialize_dataset, defs, instance, d)) for d in datasets
     ]
     plan += [
-        (f"train {f} seed {s}", partial(ops.train, defs, instance, f, s, steps=args.steps))
+        (f"train {f} seed {s}", partial(ops.train, defs, instance, f, s, steps=steps[f]))
         for f in families
         for s in SEEDS
     ]
+    plan += [(f"re-runs {f}", partial(ops.repeat, defs, instance, f)) for f in families]
     plan += [(f"gate report {f}", partial(ops.evaluate, defs, instance, f)) for f in families]
     plan += [
         (
@@ -271,7 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the whole lineage on the embedded defaults")
     demo.add_argument("--families", nargs="+", help=f"default: {' '.join(DEMO_FAMILIES)}")
-    demo.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps per seed")
+    demo.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per seed for every family (default: "
+        + ", ".join(f"{f} {n or 'policy'}" for f, n in DEMO_STEPS.items())
+        + "; other families: their policy's steps)",
+    )
     demo.set_defaults(func=cmd_demo)
     ui = sub.add_parser("ui", help="Dagster UI + MLflow UI on 127.0.0.1 until Ctrl-C")
     ui.add_argument("--dagster-port", type=int, default=3000)

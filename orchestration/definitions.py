@@ -1,4 +1,4 @@
-"""The code location: the four lineage assets, their jobs, the nightly schedules, the sensor
+"""The code location: the lineage assets, their jobs, the nightly schedules, the sensor
 that gates a family once its seeds land, and resources chosen by the environment."""
 
 import dagster as dg
@@ -7,17 +7,18 @@ from assets.checkpoint import checkpoint
 from assets.dataset import dataset
 from assets.gate_report import gate_report
 from assets.released_weights import released_weights
+from assets.repeatability_runs import repeatability_runs
 from orchestration.jobs import JOBS
-from orchestration.schedules import nightly_datasets, nightly_gates
+from orchestration.schedules import nightly_datasets, nightly_gates, nightly_repeats
 from orchestration.sensors import gate_report_when_seeds_landed
 from orchestration.settings import Settings, build_resources
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[dataset, checkpoint, gate_report, released_weights],
+        assets=[dataset, checkpoint, repeatability_runs, gate_report, released_weights],
         jobs=JOBS,
-        schedules=[nightly_datasets, nightly_gates],
+        schedules=[nightly_datasets, nightly_gates, nightly_repeats],
         sensors=[gate_report_when_seeds_landed],
         resources=build_resources(settings),
         # A run materializes one partition of one or two assets: running its steps in the

@@ -14,6 +14,11 @@ checkpoint_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("checkpoint"),
     description="Train one family with one seed (nightly: every family x seed).",
 )
+repeatability_job = dg.define_asset_job(
+    "repeatability_job",
+    selection=dg.AssetSelection.assets("repeatability_runs"),
+    description="Train the two same-seed re-runs of a family (the repeatability gate's evidence).",
+)
 gate_report_job = dg.define_asset_job(
     "gate_report_job",
     selection=dg.AssetSelection.assets("gate_report"),
@@ -37,4 +42,11 @@ evaluate_and_release_job = dg.define_asset_job(
     ),
 )
 
-JOBS = [dataset_job, checkpoint_job, gate_report_job, release_job, evaluate_and_release_job]
+JOBS = [
+    dataset_job,
+    checkpoint_job,
+    repeatability_job,
+    gate_report_job,
+    release_job,
+    evaluate_and_release_job,
+]

@@ -85,6 +85,10 @@ def train(
     return run(defs, instance, "checkpoint_job", checkpoint_key(family, seed), run_config)
 
 
+def repeat(defs: dg.Definitions, instance: dg.DagsterInstance, family: str) -> Outcome:
+    return run(defs, instance, "repeatability_job", family)
+
+
 def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, family: str) -> Outcome:
     return run(defs, instance, "gate_report_job", family)
 

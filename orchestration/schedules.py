@@ -1,4 +1,5 @@
-"""The nightly schedules: every data set at 01:45 UTC, every family x seed checkpoint at 02:00.
+"""The nightly schedules: every data set at 01:45 UTC; every family x seed checkpoint and every
+family's same-seed re-runs at 02:00.
 
 ``build_schedule_from_partitioned_job`` rejects static x static partitions, so the schedule
 yields one RunRequest per partition with a run key fixed by the night: a tick evaluated twice
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.partitions import DATASETS, FAMILIES, SEEDS, checkpoint_key
-from orchestration.jobs import checkpoint_job, dataset_job
+from orchestration.jobs import checkpoint_job, dataset_job, repeatability_job
 
 NIGHTLY_CRON = "0 2 * * *"
 DATASETS_CRON = "45 1 * * *"  # 15 minutes ahead, so the nightly trains on re-checked data
@@ -40,6 +41,17 @@ def checkpoint_requests(night: str) -> list[dg.RunRequest]:
     ]
 
 
+def repeatability_requests(night: str) -> list[dg.RunRequest]:
+    return [
+        dg.RunRequest(
+            run_key=f"nightly-{night}-repeatability-{family}",
+            partition_key=family,
+            tags={"worldflux/night": night},
+        )
+        for family in FAMILIES
+    ]
+
+
 @dg.schedule(
     name="nightly_datasets",
     cron_schedule=DATASETS_CRON,
@@ -63,3 +75,16 @@ def nightly_datasets(context: dg.ScheduleEvaluationContext) -> list[dg.RunReques
 )
 def nightly_gates(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     return checkpoint_requests(context.scheduled_execution_time.strftime("%Y-%m-%d"))
+
+
+@dg.schedule(
+    name="nightly_repeats",
+    cron_schedule=NIGHTLY_CRON,
+    execution_timezone="UTC",
+    job=repeatability_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night at 02:00 UTC: the two same-seed re-runs of every family (the "
+    "repeatability gate's evidence); the gate report waits for them too.",
+)
+def nightly_repeats(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    return repeatability_requests(context.scheduled_execution_time.strftime("%Y-%m-%d"))

@@ -1,6 +1,7 @@
-"""A family's gate report follows once every one of its seeds has a checkpoint newer than the
-family's latest gate report (a nightly sweep re-trains all of them; a single re-trained seed
-does not trigger an evaluation of a half-updated family)."""
+"""A family's gate report follows once every one of its seeds has a checkpoint, and its
+same-seed re-runs have landed, newer than the family's latest gate report (a nightly sweep
+re-trains all of them; a single re-trained seed does not trigger an evaluation of a
+half-updated family)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from assets.partitions import FAMILIES, SEEDS, checkpoint_key
 from orchestration.jobs import gate_report_job
 
 CHECKPOINT = dg.AssetKey("checkpoint")
+REPEATS = dg.AssetKey("repeatability_runs")
 GATE_REPORT = dg.AssetKey("gate_report")
 
 
@@ -24,6 +26,7 @@ def gate_report_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     requests = []
     for family in FAMILIES:
         seeds = [_latest_storage_id(instance, CHECKPOINT, checkpoint_key(family, s)) for s in SEEDS]
+        seeds.append(_latest_storage_id(instance, REPEATS, family))
         last_report = _latest_storage_id(instance, GATE_REPORT, family)
         if min(seeds) > last_report:  # every seed landed (-1: missing) after the last report
             requests.append(
@@ -41,7 +44,8 @@ def gate_report_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     job=gate_report_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests gate_report[family] once all seeds of the family have new checkpoints.",
+    description="Requests gate_report[family] once all seeds of the family have new checkpoints "
+    "and its same-seed re-runs have landed.",
 )
 def gate_report_when_seeds_landed(context: dg.SensorEvaluationContext) -> list[dg.RunRequest]:
     return gate_report_requests(context.instance)

@@ -6,17 +6,21 @@ import datetime as dt
 import hashlib
 import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import worldflux
-from quality.gates import common, measurements
-from quality.gates.family import family_gates
+from quality.gates import common, registry
+from quality.gates.family import kind_of
+from quality.gates.registry import Evidence
 from quality.gates.result import GateResult
-from quality.policy import Policy
+from quality.policy import Policy, load_policy
 from worldflux.core.registry import get_family
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The gates whose passing is seed document 004's ``gates.common.pass``.
+COMMON_VERDICT_GATES = ("common.finite_runs", "common.seed_success_rate")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,51 +32,45 @@ def evaluate_gates(
     maturity: str | None = None,
     obs_shape: tuple[int, ...] = (),
 ) -> list[GateResult]:
-    """Every gate, in report order. ``runs`` are the family's seed records."""
+    """Every gate of the registry that concerns the family, in report order. ``runs`` are the
+    family's seed records."""
     if not runs:
         raise ValueError(f"no seed runs for family {policy.family!r}: nothing to evaluate")
     if maturity is None:
         maturity = get_family(policy.family).maturity.value
-    return [
-        common.finite_runs(runs),
-        common.seed_success_rate(runs, policy),
-        common.seed_stability(runs, policy),
-        common.repeatability(repeats, policy),
-        common.save_load_parity(runs, policy),
-        common.numerical_stability(runs),
-        common.loss_trend(runs, policy),
-        measurements.peak_memory(runs, policy),
-        measurements.throughput(runs, policy),
-        measurements.rollout_latency(runs, policy),
-        *measurements.open_loop_error(runs, policy),
-        measurements.psnr(runs, policy, obs_shape),
-        measurements.plausibility(runs, policy),
-        measurements.planner_boundary(runs, policy),
-        *family_gates(policy.family, maturity, runs, policy),
-    ]
+    evidence = Evidence(
+        policy.family, kind_of(policy, maturity), runs, repeats, policy, tuple(obs_shape)
+    )
+    return registry.evaluate(evidence)
 
 
 def gate_names(family: str, maturity: str | None = None) -> list[str]:
-    """The names of the gates a family is judged by, in report order.
+    """The names of the gates a family is judged by, in report order (from the registry and
+    the family's policy, which sets its kind and open-loop horizons)."""
+    policy = load_policy(family)
+    if maturity is None:
+        maturity = get_family(family).maturity.value
+    return registry.expected_names(policy, kind_of(policy, maturity))
 
-    Taken from ``evaluate_gates`` itself over one run that failed before training, so the list
-    can never drift from what an evaluation reports (every gate reports its name even with no
-    evidence)."""
-    from quality.policy import load_policy
 
-    placeholder = {
-        "kind": "seed",
-        "family": family,
-        "seed": 0,
-        "steps": 0,
-        "steps_completed": 0,
-        "status": "failed",
-        "failure": {"kind": "exception", "message": "placeholder"},
-        "probes": {},
-        "checkpoint": None,
-    }
-    gates = evaluate_gates([placeholder], load_policy(family), maturity=maturity)
-    return [g.name for g in gates]
+@dataclass(frozen=True)
+class Verdict:
+    """What the gate results decide; recomputed from the results wherever a report is read."""
+
+    common_pass: bool
+    family_pass: bool
+    release_pass: bool
+    failed_gates: list[str]
+
+
+def verdict(results: list[dict[str, Any]]) -> Verdict:
+    """Derived from the gates' statuses only (``{"name", "group", "status"}`` each): a gate
+    blocks when it failed or was skipped; not-applicable gates do not block."""
+    blocking = [g["name"] for g in results if g["status"] in ("fail", "skipped")]
+    status = {g["name"]: g["status"] for g in results}
+    common_pass = all(status.get(n) == "pass" for n in COMMON_VERDICT_GATES)
+    family_blocks = any(g["group"] == "family" and g["name"] in blocking for g in results)
+    return Verdict(common_pass, common_pass and not family_blocks, not blocking, blocking)
 
 
 def code_version() -> dict[str, Any]:
@@ -109,11 +107,13 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "metric_before",
         "metric_after",
         "drop",
+        "skill",
         "samples_per_second",
         "checkpoint",
         "timings",
     )
     summary = {k: run.get(k) for k in keys}
+    summary["skill"] = common.skill_of(run)
     # Where an orchestrated run came from (absent from local sweeps).
     origin = ("landed_at", "mlflow_run_id", "dagster_run_id")
     summary.update({k: run[k] for k in origin if k in run})
@@ -133,15 +133,13 @@ def build_report(
     """The report document; field names of seed document 004 are kept (``success_rate``,
     ``gates.common.pass/ci_low/ci_high``, ``gates.family_pass``)."""
     stats = common.success_stats(runs, policy)
-    by_name = {g.name: g for g in gates}
-    common_pass = (
-        by_name["common.finite_runs"].passed and by_name["common.seed_success_rate"].passed
-    )
-    family_results = [g for g in gates if g.group == "family"]
-    family_pass = common_pass and all(not g.blocks for g in family_results)
-    release_pass = all(not g.blocks for g in gates)
+    results = [g.to_dict() for g in gates]
+    decided = verdict(results)
     created = (created_at or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
-    datasets = sorted({(r["dataset"], r.get("dataset_digest")) for r in runs}, key=lambda d: d[0])
+    datasets = sorted(
+        {(r["dataset"], r.get("dataset_digest"), r.get("dataset_file")) for r in runs},
+        key=lambda d: d[0],
+    )
     body: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "family": policy.family,
@@ -151,14 +149,17 @@ def build_report(
         "policy": policy.to_dict(),
         "policy_digest": policy.digest,
         "policy_sources": list(policy.sources),
-        "datasets": [{"name": n, "digest": d} for n, d in datasets],
+        # A data set given as a file (scripts/measure_quality_gates.py --dataset-file) is named.
+        "datasets": [
+            {"name": n, "digest": d, **({"file": f} if f else {})} for n, d, f in datasets
+        ],
         "seeds": [r["seed"] for r in runs],
         "steps": max(r["steps"] for r in runs),
         "success_rate": stats.rate,
         "successes": stats.successes,
         "gates": {
             "common": {
-                "pass": common_pass,
+                "pass": decided.common_pass,
                 "ci_low": stats.bootstrap[0],
                 "ci_high": stats.bootstrap[1],
                 "ci_method": common.BOOTSTRAP_METHOD,
@@ -168,11 +169,11 @@ def build_report(
                 "trials": stats.trials,
                 "required": stats.required,
             },
-            "family_pass": family_pass,
-            "release_pass": release_pass,
-            "results": [g.to_dict() for g in gates],
+            "family_pass": decided.family_pass,
+            "release_pass": decided.release_pass,
+            "results": results,
         },
-        "failed_gates": [g.name for g in gates if g.blocks],
+        "failed_gates": decided.failed_gates,
         "runs": [_run_summary(r) for r in runs],
         "repeatability_runs": [_run_summary(r) for r in (repeats or [])],
         "checkpoints": [

@@ -63,8 +63,9 @@ def render_model_card(
         f"sequence {policy.get('seq_len')}, learning rate {policy.get('lr')}.",
         "",
         "## Quantitative analyses",
-        f"- Released seed: metric {_fmt(seed_run.get('metric_before'))} -> "
-        f"{_fmt(seed_run.get('metric_after'))} (drop "
+        f"- Released seed: held-out prediction skill {_fmt(seed_run.get('skill'))} over the "
+        "best trivial baseline (mean or persistence; 1 is perfect, 0 no better); metric "
+        f"{_fmt(seed_run.get('metric_before'))} -> {_fmt(seed_run.get('metric_after'))} (drop "
         f"{_fmt(seed_run.get('drop'))}), {_fmt(seed_run.get('samples_per_second'))} samples/s.",
         "",
         "| gate | status | value | threshold |",

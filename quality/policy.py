@@ -26,6 +26,8 @@ class Policy:
     thresholds: dict[str, Any]
     training: dict[str, Any]
     sources: tuple[str, ...]  # the files merged, in order
+    kind: str | None = None  # which family-specific gates apply (quality/gates/family.py)
+    required_gates: tuple[str, ...] = ()  # gates that may never be not-applicable
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -37,7 +39,25 @@ class Policy:
             ) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "thresholds": self.thresholds, "training": self.training}
+        return {
+            "family": self.family,
+            "kind": self.kind,
+            "required_gates": list(self.required_gates),
+            "thresholds": self.thresholds,
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], sources: tuple[str, ...] = ()) -> Policy:
+        """The policy a report recorded (``to_dict``), to re-check the report against it."""
+        return cls(
+            family=data["family"],
+            thresholds=dict(data["thresholds"]),
+            training=dict(data["training"]),
+            sources=sources,
+            kind=data.get("kind"),
+            required_gates=tuple(data.get("required_gates", ())),
+        )
 
     @property
     def digest(self) -> str:
@@ -66,8 +86,11 @@ def load_policy(family: str, directory: Path | None = None) -> Policy:
     training = dict(base.get("training", {}))
     sources = [default_path.name]
     family_path = root / f"{family}.json"
+    kind, required = base.get("kind"), base.get("required_gates", [])
     if family_path.is_file():
         override = _read(family_path)
+        kind = override.get("kind", kind)
+        required = override.get("required_gates", required)
         for section, target in (("thresholds", thresholds), ("training", training)):
             unknown = set(override.get(section, {})) - set(target)
             if unknown:
@@ -77,4 +100,6 @@ def load_policy(family: str, directory: Path | None = None) -> Policy:
                 )
             target.update(override.get(section, {}))
         sources.append(family_path.name)
-    return Policy(family, thresholds, training, tuple(sources))
+    if not isinstance(required, list) or not all(isinstance(g, str) for g in required):
+        raise PolicyError(f"{family}: required_gates must be a list of gate names")
+    return Policy(family, thresholds, training, tuple(sources), kind, tuple(required))

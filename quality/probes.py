@@ -1,5 +1,6 @@
-"""Measurements on a trained model that feed the gates: save/load parity, open-loop prediction
-error, physical plausibility, rollout latency, output finiteness, the planner boundary.
+"""Measurements on a trained model that feed the gates: save/load parity, physical
+plausibility, rollout latency, output finiteness, the planner boundary (prediction skill:
+``quality.skill``).
 
 Each probe returns plain JSON-able numbers. Probes never decide pass/fail; gates do.
 """
@@ -15,12 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from quality.skill import PROBE_SEED  # every probe imagines the same held-out segments
 from worldflux import ActionPayload, Capability, WorldModel, from_pretrained
 from worldflux.core.types import Batch, Trajectory
 from worldflux.data import TrajectoryDataset
 from worldflux.planners import CEMPlanner
-
-PROBE_SEED = 7  # fixed: every seed and every evaluation probes the same held-out segments
 
 
 def _outputs(model: WorldModel, batch: Batch) -> dict[str, Tensor]:
@@ -130,61 +130,6 @@ def _imagine_recorded(
     for t in range(1, context):
         state = model.update(state, batch.action[:, t], batch.obs[:, t])
     return batch, model.rollout(state, batch.action[:, context:].transpose(0, 1))
-
-
-@torch.no_grad()
-def open_loop_error(
-    model: WorldModel,
-    held_out: TrajectoryDataset,
-    train: TrajectoryDataset,
-    horizons: list[int],
-    batch_size: int = 32,
-    context: int = 5,
-) -> dict[str, Any]:
-    """Normalized open-loop error k steps ahead on held-out segments.
-
-    The model filters ``context`` observed steps (``encode`` then ``update``: recurrent
-    families need a history to know velocities), then imagines the recorded actions. With an
-    observation decoder the error is MSE(decoded, true) / Var(true) per dimension (variance of
-    the training observations): 0 is perfect, 1 is as good as predicting the mean. Without a
-    decoder it is measured in the model's latent space against its own encoding of the true
-    observation, normalized by the variance of those encodings (a collapsed encoder, whose
-    variance vanishes, is an error, not a perfect score).
-    """
-    model.eval()
-    batch, trajectory = _imagine_recorded(model, held_out, context, max(horizons), batch_size)
-    start = context - 1  # imagined state k corresponds to observation start + k
-    decoder = Capability.OBSERVATION_DECODER in model.capabilities
-    errors: dict[str, float] = {}
-    if decoder:
-        _, _, var = _observation_stats(train)
-        scale = torch.as_tensor(np.maximum(var, 1e-8), dtype=torch.float32, device=model.device)
-    for k in horizons:
-        imagined = trajectory.state_at(k)
-        if decoder:
-            predicted = model.decode(imagined).observation
-            assert predicted is not None
-            truth = batch.obs[:, start + k].flatten(1)
-            squared = (predicted.flatten(1) - truth) ** 2
-            error = float((squared / scale).mean())
-            if k == 1:  # PSNR of the one-step prediction, for image observations
-                low, high, _ = _observation_stats(train)
-                peak = float(np.max(high) - np.min(low))
-                psnr_1 = 10 * math.log10(peak**2 / max(float(squared.mean()), 1e-12))
-        else:
-            target = model.encode(batch.obs[:, start + k])
-            num = sum(float(((imagined[n] - target[n]) ** 2).mean()) for n in target.tensors)
-            den = sum(float(target[n].var(0).mean()) for n in target.tensors)
-            if den < 1e-10:
-                raise ValueError("encodings of different observations do not vary: collapsed")
-            error = num / den
-        errors[str(k)] = error
-    model.train()
-    space = "observation" if decoder else "latent"
-    result: dict[str, Any] = {"space": space, "context": context, "nmse": errors}
-    if decoder and 1 in horizons:
-        result["psnr_1"] = psnr_1
-    return result
 
 
 @torch.no_grad()

@@ -10,6 +10,14 @@ from typing import Any
 
 import jsonschema
 
+from quality.evaluate import verdict
+from quality.gates.family import kind_of
+from quality.gates.registry import expected_names, spec_for
+from quality.gates.result import compare
+from quality.policy import Policy
+from worldflux import WorldFluxError
+from worldflux.core.registry import get_family
+
 SCHEMA_PATH = Path(__file__).parent / "schema" / "gate_report.schema.json"
 
 
@@ -36,7 +44,8 @@ def _no_nonfinite(value: Any, path: str = "$") -> None:
 
 
 def validate_report(report: dict[str, Any]) -> None:
-    """Raise ``ReportError`` naming the first violation of the schema."""
+    """Raise ``ReportError`` naming the first violation of the schema, or the first thing in
+    the report that its own evidence contradicts (see ``check_integrity``)."""
     _no_nonfinite(report)
     validator = jsonschema.Draft202012Validator(
         report_schema(), format_checker=jsonschema.FormatChecker()
@@ -46,6 +55,79 @@ def validate_report(report: dict[str, Any]) -> None:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(root)"
         raise ReportError(f"report violates {SCHEMA_PATH.name} at {where}: {first.message}")
+    check_integrity(report)
+
+
+def check_integrity(report: dict[str, Any]) -> None:
+    """A report's decisions are recomputed, never trusted: the recorded policy must match its
+    digest; the gate list must be exactly the family's (from the gate registry, the recorded
+    policy and the family's maturity); each gate's ``pass`` must match its status, and a passing
+    gate's value must meet its threshold; ``common.pass``, ``family_pass``, ``release_pass``
+    and ``failed_gates`` must equal what the statuses give."""
+    family = report["family"]
+    policy = Policy.from_dict(report["policy"])
+    if policy.digest != report["policy_digest"]:
+        raise ReportError(
+            f"report {report['report_id']}: the recorded policy's digest {policy.digest[:12]} is "
+            f"not the recorded policy_digest {report['policy_digest'][:12]}: the thresholds were "
+            "edited after evaluation"
+        )
+    try:
+        maturity = get_family(family).maturity.value
+    except WorldFluxError as err:
+        raise ReportError(f"report {report['report_id']}: {err}") from None
+    results = report["gates"]["results"]
+    names = [g["name"] for g in results]
+    expected = expected_names(policy, kind_of(policy, maturity))
+    if names != expected:
+        missing = [n for n in expected if n not in names]
+        extra = [n for n in names if n not in expected]
+        raise ReportError(
+            f"report {report['report_id']}: the gates are not exactly {family}'s gate list "
+            f"(missing {missing}, unexpected {extra}"
+            + (", or out of order" if not (missing or extra) else "")
+            + ")"
+        )
+    for g in results:
+        spec = spec_for(g["name"])
+        allowed = spec.thresholds(policy, g["name"]) if spec and spec.thresholds else None
+        if allowed is not None and g["threshold"] is not None and g["threshold"] not in allowed:
+            raise ReportError(
+                f"gate {g['name']}: threshold {g['threshold']} is not the recorded policy's "
+                f"({sorted(allowed)}): the report was edited after evaluation"
+            )
+        if g["pass"] != (g["status"] == "pass"):
+            raise ReportError(f"gate {g['name']}: pass={g['pass']} contradicts {g['status']}")
+        numbers = g["value"] is not None and g["threshold"] is not None and g["comparison"]
+        if g["status"] == "pass" and not numbers:  # every gate passes by a measured number
+            raise ReportError(
+                f"gate {g['name']} says pass, but records no value, threshold and comparison "
+                "that could meet it"
+            )
+        if g["status"] == "pass" and not compare(g["value"], g["threshold"], g["comparison"]):
+            raise ReportError(
+                f"gate {g['name']} says pass, but its value {g['value']} does not meet "
+                f"{g['comparison']} {g['threshold']}"
+            )
+    decided = verdict(results)
+    recorded = {
+        "gates.common.pass": report["gates"]["common"]["pass"],
+        "gates.family_pass": report["gates"]["family_pass"],
+        "gates.release_pass": report["gates"]["release_pass"],
+        "failed_gates": report["failed_gates"],
+    }
+    derived = {
+        "gates.common.pass": decided.common_pass,
+        "gates.family_pass": decided.family_pass,
+        "gates.release_pass": decided.release_pass,
+        "failed_gates": decided.failed_gates,
+    }
+    for key, value in recorded.items():
+        if value != derived[key]:
+            raise ReportError(
+                f"report {report['report_id']}: {key} is recorded as {value}, but the gate "
+                f"results give {derived[key]}"
+            )
 
 
 def write_report(report: dict[str, Any], directory: Path, stem: str | None = None) -> Path:
@@ -114,8 +196,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Seeds",
         "",
-        "| seed | status | metric before | metric after | drop | steps | samples/s | checkpoint |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seed | status | skill | metric before | metric after | drop | steps | samples/s | "
+        "checkpoint |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         status = r["status"] if not r["failure"] else f"failed: {r['failure'].get('message', '')}"
@@ -123,7 +206,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         sha = (r.get("checkpoint") or {}).get("sha256")
         drop = f"{r['drop']:.1%}" if r["drop"] is not None else "-"
         lines.append(
-            f"| {r['seed']} | {status} | {_fmt(r['metric_before'])} | "
+            f"| {r['seed']} | {status} | {_fmt(r.get('skill'))} | {_fmt(r['metric_before'])} | "
             f"{_fmt(r['metric_after'])} | {drop} | {r['steps_completed']}/{r['steps']} | "
             f"{_fmt(r.get('samples_per_second'))} | {('`' + sha[:12] + '`') if sha else '-'} |"
         )

@@ -8,6 +8,7 @@ excludes evaluation, checkpoint I/O and probes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import resource
@@ -23,10 +24,11 @@ import torch
 import worldflux
 from quality import probes
 from quality.policy import Policy
+from quality.skill import prediction_skill
 from quality.stats import relative_drop
 from worldflux import TrainingDivergedError, WorldModel
 from worldflux.data import TrajectoryDataset, load_bundled
-from worldflux.training import Callback, History, Trainer, TrainerConfig, seed_everything
+from worldflux.training import Callback, Trainer, TrainerConfig, seed_everything
 from worldflux.training.checkpoint import weights_sha256
 
 HELD_OUT_FRACTION = 0.2
@@ -78,24 +80,6 @@ def split(data: TrajectoryDataset) -> tuple[TrajectoryDataset, TrajectoryDataset
     return data.split(HELD_OUT_FRACTION, seed=SPLIT_SEED)
 
 
-def _trend(history: History, gate: str, steps: int) -> dict[str, Any]:
-    """Training-loss trend within the first ``steps`` steps: the mean of the first and of the
-    last tenth of that window (means, because single training batches are noisy)."""
-    values = history.metrics.get(gate, [])[:steps]
-    if not values:
-        return {"steps": 0, "start": None, "end": None, "drop": None}
-    window = max(1, len(values) // 10)
-    start = sum(values[:window]) / window
-    end = sum(values[-window:]) / window
-    return {
-        "steps": len(values),
-        "window": window,
-        "start": _finite(start),
-        "end": _finite(end),
-        "drop": _finite(relative_drop(start, end)),
-    }
-
-
 def _peak_memory_mb(device: torch.device) -> tuple[float, float, str]:
     """(peak, device total, what was measured) in MiB."""
     if device.type == "cuda":
@@ -104,6 +88,17 @@ def _peak_memory_mb(device: torch.device) -> tuple[float, float, str]:
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return peak, total, "process peak RSS (host memory)"
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (names, dtypes, shapes, bytes): two runs that
+    trained bit-identically have the same digest."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 def _non_finite(value: Any) -> bool:
@@ -167,7 +162,6 @@ def run_seed(
         model = (model_factory or _create)(spec, data)
         record["family"] = model.family
         record["gate_metric"] = model.gate_metric
-        history = History()
         config = TrainerConfig(
             steps=spec.steps,
             batch_size=spec.batch_size,
@@ -177,7 +171,7 @@ def run_seed(
             eval_batches=spec.eval_batches,
             device=spec.device,
         )
-        trainer = Trainer(model, train, config, eval_data=held_out, callbacks=[history, *callbacks])
+        trainer = Trainer(model, train, config, eval_data=held_out, callbacks=list(callbacks))
         record["device"] = str(trainer.device)
         timings["setup"] = time.perf_counter() - started
 
@@ -199,7 +193,6 @@ def run_seed(
                 "message": str(err),
             }
         record["steps_completed"] = trainer.step
-        record["trend"] = _trend(history, model.gate_metric, int(policy["trend_steps"]))
         if record["status"] == "failed":
             return record
 
@@ -220,6 +213,7 @@ def run_seed(
                 "message": f"held-out evaluation is not finite for {bad}",
             }
             return record
+        record["weights_digest"] = state_digest(model)
         peak, total, what = _peak_memory_mb(trainer.device)
         record["memory"] = {"peak_mb": peak, "device_total_mb": total, "measured": what}
 
@@ -247,6 +241,42 @@ def run_seed(
     return record
 
 
+def measure_stored(
+    checkpoint_dir: Path,
+    record: dict[str, Any],
+    policy: Policy,
+    data: TrajectoryDataset,
+    *,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Load a seed's stored checkpoint (``from_pretrained`` verifies the weights' sha256 and
+    contract fingerprint) and re-measure what the gates judge: the held-out metrics on the
+    run's fixed batches, the prediction skill and the weights digest. Errors are recorded
+    (``{"error": ...}``), so the stored-weights gate fails closed instead of the evaluation
+    crashing."""
+    try:
+        model = worldflux.from_pretrained(checkpoint_dir, device=device)
+        train, held_out = split(data)
+        config = TrainerConfig(
+            steps=0,
+            batch_size=record["batch_size"],
+            seq_len=record["seq_len"],
+            eval_batches=record["eval_batches"],
+            seed=record["seed"],
+            device=device,
+        )
+        after = Trainer(model, train, config, eval_data=held_out).evaluate()
+        horizons = [int(k) for k in policy["skill_horizons"]]
+        skill = prediction_skill(model, train, held_out, horizons)
+        return {
+            "after": _clean(after),
+            "skill": skill["skill"],
+            "weights_digest": state_digest(model),
+        }
+    except Exception as err:  # evidence for a gate that fails closed
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
 def _create(spec: SeedRunSpec, data: TrajectoryDataset) -> WorldModel:
     family = worldflux.canonical_family(spec.family)
     return worldflux.create_world_model_for(f"{family}:{spec.preset}", data.spec, **spec.overrides)
@@ -260,14 +290,14 @@ def _run_probes(
     trainer: Trainer,
     policy: Policy,
 ) -> None:
-    horizons = sorted(int(k) for k in policy["prediction_nmse_max"])
+    horizons = [int(k) for k in policy["skill_horizons"]]
     batches = trainer.eval_batches[:2]
     _probe(record, "outputs", lambda: probes.outputs_finite(model, batches))
     _probe(record, "contract", lambda: probes.contract_check(model, batches[0]))
     if record["checkpoint"] is not None:
         path = record["checkpoint"]["path"]
         _probe(record, "parity", lambda: probes.save_load_parity(model, path, batches))
-    _probe(record, "open_loop", lambda: probes.open_loop_error(model, held_out, train, horizons))
+    _probe(record, "skill", lambda: prediction_skill(model, train, held_out, horizons))
     _probe(
         record,
         "plausibility",

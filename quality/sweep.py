@@ -1,7 +1,8 @@
 """Sweeps: every seed of a family, the same-seed re-runs, then the gate report.
 
 The seed-runs document (``seed_runs.json``) is the sweep's state: it is rewritten after every
-run, so an interrupted sweep resumes (``--append``) by skipping the runs it already holds.
+run, so an interrupted sweep resumes (``--append``) by skipping the runs it already holds. A sweep
+trains every family on its policy's bundled data set, or on one data set given to it (``data``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from typing import Any
 import worldflux
 from quality.evaluate import build_report, evaluate_gates
 from quality.policy import Policy, load_policy
-from quality.seed_run import SeedRunSpec, run_seed
+from quality.seed_run import SeedRunSpec, measure_stored, run_seed, split
+from worldflux import ConfigError, WorldFluxError
 from worldflux.data import TrajectoryDataset, load_bundled
 
 SEED_RUNS_VERSION = 1
+
+RunKey = tuple[str, str, int, int, str]
 
 
 @dataclass(frozen=True)
@@ -32,18 +36,26 @@ class SweepConfig:
     threads: int | None = None
 
 
-def run_key(record: dict[str, Any]) -> tuple[str, str, int, int]:
-    return (record["kind"], record["family"], record["seed"], record["steps"])
+def run_key(record: dict[str, Any]) -> RunKey:
+    """What makes two runs the same run: a resumed sweep skips a planned run only when a saved
+    run has its key, so runs on different data sets are never mixed up."""
+    return (record["kind"], record["family"], record["seed"], record["steps"], record["dataset"])
 
 
-def planned_runs(config: SweepConfig, policies: dict[str, Policy]) -> list[SeedRunSpec]:
+def planned_runs(
+    config: SweepConfig, policies: dict[str, Policy], data: TrajectoryDataset | None = None
+) -> list[SeedRunSpec]:
     """Every run of the sweep in order: per family, its seeds, then two re-runs of the
-    first seed (the repeatability gate compares them)."""
+    first seed (the repeatability gate compares them). With ``data`` every run trains on it
+    instead of the policy's bundled data set."""
+    changes: dict[str, Any] = {"device": config.device}
+    if data is not None:
+        changes["dataset"] = data.name
     specs = []
     for family in config.families:
         policy = policies[family]
         for seed in config.seeds:
-            specs.append(SeedRunSpec.from_policy(policy, seed, config.steps, device=config.device))
+            specs.append(SeedRunSpec.from_policy(policy, seed, config.steps, **changes))
         repeat = (
             policy.training["repeat_steps"] if config.repeat_steps is None else config.repeat_steps
         )
@@ -51,10 +63,33 @@ def planned_runs(config: SweepConfig, policies: dict[str, Policy]) -> list[SeedR
             for _ in range(2):
                 specs.append(
                     SeedRunSpec.from_policy(
-                        policy, config.seeds[0], repeat, device=config.device, kind="repeat"
+                        policy, config.seeds[0], repeat, kind="repeat", **changes
                     )
                 )
     return specs
+
+
+def check_data_fits(data: TrajectoryDataset, policies: dict[str, Policy]) -> None:
+    """Raise ConfigError (one line) unless every family can train on ``data``: a model of the
+    policy's preset must build for its spec (observation shape, actions), and the held-out split
+    must leave both sides a window of the policy's ``seq_len`` rows."""
+    try:
+        train, held_out = split(data)
+    except WorldFluxError as err:
+        raise ConfigError(f"data set {data.name!r} cannot be split for training: {err}") from None
+    for family, policy in policies.items():
+        spec = SeedRunSpec.from_policy(policy, 0, 1, dataset=data.name)
+        model_id = f"{worldflux.canonical_family(family)}:{spec.preset}"
+        try:
+            worldflux.create_world_model_for(model_id, data.spec, **spec.overrides)
+            for part in (train, held_out):
+                part.valid_starts(spec.seq_len)
+        except (WorldFluxError, ValueError) as err:
+            kind = "discrete" if data.spec.discrete else "continuous"
+            raise ConfigError(
+                f"data set {data.name!r} (obs_shape {data.spec.obs_shape}, {kind} actions of "
+                f"dim {data.spec.action_dim}) does not fit {family}: {err}"
+            ) from None
 
 
 def execute(
@@ -64,16 +99,20 @@ def execute(
     checkpoint_root: Path | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[SeedRunSpec, int, int], None] | None = None,
+    data: TrajectoryDataset | None = None,
 ) -> list[dict[str, Any]]:
-    """Run what ``existing`` does not hold yet; return all records (existing first)."""
+    """Run what ``existing`` does not hold yet; return all records (existing first).
+
+    With ``data`` every run (the seeds and the re-runs) trains on it instead of the policy's
+    bundled data set, and its name is each run's ``dataset``."""
     policies = {f: load_policy(f) for f in config.families}
     records = list(existing)
-    done: dict[tuple[str, str, int, int], int] = {}
+    done: dict[RunKey, int] = {}
     for r in records:
         done[run_key(r)] = done.get(run_key(r), 0) + 1
-    specs = planned_runs(config, policies)
+    specs = planned_runs(config, policies, data)
     for index, spec in enumerate(specs):
-        key = (spec.kind, spec.family, spec.seed, spec.steps)
+        key = (spec.kind, spec.family, spec.seed, spec.steps, spec.dataset)
         if done.get(key, 0) > 0:
             done[key] -= 1
             continue
@@ -84,6 +123,7 @@ def execute(
             policies[spec.family],
             checkpoint_root=checkpoint_root if spec.kind == "seed" else None,
             with_probes=spec.kind == "seed",
+            data=data,
         )
         records.append(record)
         if on_record is not None:
@@ -99,22 +139,44 @@ def repeat_runs(
     steps = int(policy.training["repeat_steps"])
     if steps <= 0:
         return []
-    spec = SeedRunSpec.from_policy(policy, seed, steps, device=device, kind="repeat")
+    changes: dict[str, Any] = {} if data is None else {"dataset": data.name}
+    spec = SeedRunSpec.from_policy(policy, seed, steps, device=device, kind="repeat", **changes)
     return [run_seed(spec, policy, with_probes=False, data=data) for _ in range(2)]
 
 
 def family_report(
-    family: str, records: list[dict[str, Any]], steps: int | None = None
+    family: str,
+    records: list[dict[str, Any]],
+    steps: int | None = None,
+    *,
+    data: TrajectoryDataset | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the gates over a family's seed records (of ``steps`` steps when given)."""
+    """Evaluate the gates over a family's seed records (of ``steps`` steps when given) on one
+    data set: ``data`` when given (it need not be bundled), else the policy's bundled data set.
+    Records of other data sets are left out. Every seed's saved checkpoint is loaded and
+    re-measured first (``measure_stored``): the gates judge the stored weights."""
     policy = load_policy(family)
-    runs = [
-        r
-        for r in records
-        if r["kind"] == "seed" and r["family"] == family and (steps is None or r["steps"] == steps)
-    ]
-    repeats = [r for r in records if r["kind"] == "repeat" and r["family"] == family][-2:]
-    obs_shape = load_bundled(runs[0]["dataset"]).spec.obs_shape if runs else ()
+    dataset = policy.training["dataset"] if data is None else data.name
+
+    def ours(record: dict[str, Any], kind: str) -> bool:
+        return (
+            record["kind"] == kind
+            and record["family"] == family
+            and record.get("dataset") == dataset
+        )
+
+    runs = [r for r in records if ours(r, "seed") and (steps is None or r["steps"] == steps)]
+    repeats = [r for r in records if ours(r, "repeat")][-2:]
+    if data is None and runs:
+        data = load_bundled(dataset)
+    obs_shape = data.spec.obs_shape if data is not None else ()
+    if data is not None:  # the gates judge the stored weights, re-measured here
+        runs = [
+            {**r, "stored": measure_stored(Path(r["checkpoint"]["path"]), r, policy, data)}
+            if r["status"] == "ok" and r.get("checkpoint")
+            else r
+            for r in runs
+        ]
     gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=obs_shape)
     return build_report(runs, policy, gates, repeats=repeats)
 

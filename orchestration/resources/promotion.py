@@ -5,6 +5,10 @@ MLflow aliases carry the state (``candidate`` -> ``champion``, the champion befo
 A promotion is refused unless the family's latest gate evaluation passed and is newer than
 every checkpoint of the family: blocking checks only act inside one Dagster run, so a later
 run that selects only ``released_weights`` must refuse by itself. A refusal is recorded too.
+Nothing stored is trusted for the decision: not the ledger's ``releasable`` column nor the
+report's own ``release_pass``. The stored report is validated again (schema, the family's exact
+gate list, every recorded verdict recomputed from the gate statuses) and the release decided
+from its gate statuses; the seed released is one that succeeded by skill.
 
 Order of a promotion, so that a failure never half-promotes: verify the weights' sha256, copy
 them to the release area with the model card, register the version, then move the aliases
@@ -29,7 +33,9 @@ from orchestration.resources.lineage import (
 )
 from orchestration.resources.mlflow import MlflowResource, model_name
 from orchestration.resources.object_store import ObjectStore
+from quality.evaluate import verdict
 from quality.model_card import render_model_card
+from quality.report import ReportError, validate_report
 
 ACTOR_VARIABLE = "WORLDFLUX_ACTOR"
 
@@ -98,11 +104,26 @@ def releasable_report(
             "does) and promote once it passes"
         )
     when = entry.created_at.isoformat(timespec="seconds")
-    if not entry.releasable:
+    report = entry.report
+    try:
+        validate_report(report)
+        if report["family"] != family or report["report_id"] != entry.report_id:
+            raise ReportError(
+                f"the ledger entry {entry.report_id} of {family} holds report "
+                f"{report['report_id']} of {report['family']}"
+            )
+    except ReportError as err:
+        raise PromotionRefused(
+            f"the latest gate evaluation of {family} ({entry.report_id}, {when}) is not a valid "
+            f"report: {err}{_blocking_note(report)}. Run gate_report[{family}] again; nothing "
+            "was promoted"
+        ) from err
+    decided = verdict(report["gates"]["results"])
+    if not decided.release_pass:
         reasons = [
             f"{g['name']}: {g['reason']}"
-            for g in entry.report["gates"]["results"]
-            if g["status"] in ("fail", "skipped")
+            for g in report["gates"]["results"]
+            if g["name"] in decided.failed_gates
         ]
         raise PromotionRefused(
             f"the latest gate evaluation of {family} ({entry.report_id}, {when}) FAILED: "
@@ -125,20 +146,34 @@ def releasable_report(
     return entry
 
 
+def _blocking_note(report: dict[str, Any]) -> str:
+    """What the (invalid) report's own gate results say, when they can be read at all."""
+    try:
+        blocking = verdict(report["gates"]["results"]).failed_gates
+    except (KeyError, TypeError):
+        return ""
+    return f" (its gate results block on: {', '.join(blocking)})" if blocking else ""
+
+
 def best_seed(report: dict[str, Any]) -> dict[str, Any]:
-    """The passing seed with the lowest held-out gate metric after training."""
-    drop = float(report["policy"]["thresholds"]["success_drop"])
+    """Among the seeds that succeeded by skill (held-out skill over the trivial baselines >=
+    the report's policy ``min_skill``) and left a checkpoint, the one with the lowest held-out
+    gate metric after training."""
+    min_skill = float(report["policy"]["thresholds"]["min_skill"])
     passing = [
         run
         for run in report["runs"]
         if run["status"] == "ok"
         and run.get("checkpoint")
-        and run["drop"] is not None
-        and run["drop"] >= drop
+        and run.get("skill") is not None
+        and run["skill"] >= min_skill
         and run["metric_after"] is not None
     ]
     if not passing:
-        raise PromotionRefused(f"no seed of {report['family']} passed with a checkpoint")
+        raise PromotionRefused(
+            f"no seed of {report['family']} reached held-out skill >= {min_skill} with a "
+            "checkpoint; nothing was promoted"
+        )
     return min(passing, key=lambda run: (run["metric_after"], run["seed"]))
 
 
@@ -159,6 +194,7 @@ def promote(
         if not reason.strip():
             raise PromotionRefused("a promotion needs a reason (it goes into the audit trail)")
         entry = releasable_report(ledger, store, family, seeds)
+        run = best_seed(entry.report)
     except PromotionRefused as refused:
         ledger.add_promotion(
             request.entry(
@@ -170,7 +206,6 @@ def promote(
         )
         raise
     report = entry.report
-    run = best_seed(report)
     checkpoint = run["checkpoint"]
     manifest = read_dataset_manifest(store, report["datasets"][0]["name"])
     previous = mlflow.aliases(family).get("champion")

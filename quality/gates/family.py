@@ -1,86 +1,36 @@
-"""Family-specific gates, as the seed document 004 lists them.
+"""Family-specific gates, as seed document 004 lists them, chosen by the family's *kind*.
 
-The gate set is chosen by the family's canonical name (so an alias like ``dreamer`` gets the
-DreamerV3 gates) and, for skeletons, by maturity:
+A family's kind is declared in its gate policy (``"kind"`` in ``quality/policies/<family>.json``,
+so an alias like ``dreamer`` gets the DreamerV3 gates and a new family needs no code change
+here); a family of maturity ``skeleton`` is judged as a skeleton whatever its policy says:
 
-- reference (dreamerv3, tdmpc2): loss-drop threshold, finite loss components, seed success
-- token: cross-entropy / perplexity trend, finite logits
-- diffusion: denoising-error trend, finite scheduler states
-- jepa: representation-loss trend, finite context/target projections
-- vjepa2: representation-loss trend, finite context/target projections and masks
-- skeleton (any family of maturity ``skeleton``): contract validation, one-step trainer smoke
+- reference (dreamerv3, tdmpc2): finite loss components (learning itself is the common
+  seed-success gate, judged by skill)
+- token: finite logits; diffusion: finite scheduler states
+- jepa, vjepa2: finite context/target projections (and masks), and two collapse gates: the
+  embedding spread stays above a floor, and the prediction loss beats the no-change baseline
+- skeleton: contract validation, one-step trainer smoke
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import dataclass
 
-from quality.gates.common import Run, ok_runs, seed_success_rate
+from quality.gates.common import Run, ok_runs
 from quality.gates.result import GateResult, Status, measured, skipped
 from quality.policy import Policy
 
-
-@dataclass(frozen=True)
-class FamilyKind:
-    kind: str
-    trend_gate: str  # name of the held-out trend gate
-    finite_gate: str  # name of the finiteness gate
-    required_diagnostics: tuple[str, ...]  # diagnostics prefixes that must be present
+KINDS = ("reference", "token", "diffusion", "jepa", "vjepa2", "skeleton")
 
 
-KINDS = {
-    "reference": FamilyKind("reference", "loss_drop", "finite_components", ()),
-    "token": FamilyKind("token", "cross_entropy_trend", "finite_logits", ("logits",)),
-    "diffusion": FamilyKind(
-        "diffusion", "denoise_error_trend", "finite_scheduler_states", ("scheduler",)
-    ),
-    "jepa": FamilyKind(
-        "jepa", "representation_loss_trend", "finite_projections", ("context", "target")
-    ),
-    "vjepa2": FamilyKind(
-        "vjepa2",
-        "representation_loss_trend",
-        "finite_projections_and_masks",
-        ("context", "target", "mask"),
-    ),
-}
-FAMILY_KIND = {
-    "dreamerv3": "reference",
-    "tdmpc2": "reference",
-    "token": "token",
-    "diffusion": "diffusion",
-    "jepa": "jepa",
-    "vjepa2": "vjepa2",
-}
-
-
-def kind_of(family: str, maturity: str) -> str | None:
+def kind_of(policy: Policy, maturity: str) -> str | None:
+    """The family's gate kind: ``skeleton`` by maturity, else its policy's ``kind``."""
     if maturity == "skeleton":
         return "skeleton"
-    return FAMILY_KIND.get(family)
+    return policy.kind
 
 
-def _held_out_trend(name: str, runs: list[Run], policy: Policy) -> GateResult:
-    threshold = policy["success_drop"]
-    drops = [(r["seed"], r["drop"]) for r in ok_runs(runs) if r.get("drop") is not None]
-    if not drops:
-        return skipped(name, "family", "no finite run to measure", threshold)
-    mean = statistics.fmean(d for _, d in drops)
-    evidence = {"per_seed": [{"seed": s, "drop": d} for s, d in drops]}
-    return measured(
-        name,
-        "family",
-        mean,
-        threshold,
-        ">=",
-        evidence,
-        f"mean relative drop of the held-out {runs[0].get('gate_metric')}",
-    )
-
-
-def _finite(name: str, runs: list[Run], required: tuple[str, ...]) -> GateResult:
+def finite(name: str, runs: list[Run], required: tuple[str, ...]) -> GateResult:
     """Every evaluated loss component and every output (with the family's diagnostics) is
     finite, in every run; the required diagnostics are exposed."""
     problems = []
@@ -111,59 +61,77 @@ def _finite(name: str, runs: list[Run], required: tuple[str, ...]) -> GateResult
     )
 
 
-def _skeleton(runs: list[Run], family: str) -> list[GateResult]:
-    contract_problems = [
+def embedding_spread(name: str, runs: list[Run], policy: Policy) -> GateResult:
+    """Collapse of a joint-embedding family: the held-out ``embedding_std`` (1 for isotropic
+    unit vectors, 0 when every observation maps to one point) stays above a floor."""
+    threshold = policy["min_embedding_std"]
+    values: list[tuple[int, float]] = [
+        (r["seed"], float((r.get("after") or {})["embedding_std"]))
+        for r in ok_runs(runs)
+        if (r.get("after") or {}).get("embedding_std") is not None
+    ]
+    if not values:
+        return skipped(name, "family", "no finished run reported embedding_std", threshold)
+    worst = min(v for _, v in values)
+    evidence = {"per_seed": [{"seed": s, "embedding_std": v} for s, v in values]}
+    return measured(
+        name, "family", worst, threshold, ">=", evidence, "smallest held-out embedding spread"
+    )
+
+
+def beats_no_change(name: str, runs: list[Run]) -> GateResult:
+    """The held-out prediction loss is below the family's no-change baseline (predicting that
+    the embedding does not move) in every finished seed: a collapsed or idle predictor is not."""
+    per_seed = [
+        {
+            "seed": r["seed"],
+            "loss": (r.get("after") or {}).get("world_model_loss"),
+            "no_change_baseline": (r.get("after") or {}).get("no_change_baseline"),
+        }
+        for r in ok_runs(runs)
+    ]
+    per_seed = [p for p in per_seed if p["loss"] is not None and p["no_change_baseline"]]
+    if not per_seed:
+        return skipped(name, "family", "no finished run reported the no-change baseline", 1.0)
+    worst = max(p["loss"] / p["no_change_baseline"] for p in per_seed)
+    return measured(
+        name,
+        "family",
+        worst,
+        1.0,
+        "<",
+        {"per_seed": per_seed},
+        "largest held-out loss / no-change baseline",
+    )
+
+
+def skeleton_contract(runs: list[Run]) -> GateResult:
+    problems = [
         f"seed {r['seed']}: {r.get('probes', {}).get('contract', 'no contract evidence')}"
         for r in runs
         if not r.get("probes", {}).get("contract", {}).get("ok", False)
     ]
+    return GateResult(
+        "family.skeleton.contract_validation",
+        "family",
+        "fail" if problems else "pass",
+        float(len(problems)),
+        0.0,
+        "==",
+        "; ".join(problems) or "encode/transition/update/decode/rollout/loss hold",
+        {"problems": problems},
+    )
+
+
+def skeleton_smoke(runs: list[Run]) -> GateResult:
     smoke = [r for r in runs if r["status"] == "ok" and r.get("steps_completed", 0) >= 1]
-    return [
-        GateResult(
-            "family.skeleton.contract_validation",
-            "family",
-            "fail" if contract_problems else "pass",
-            float(len(contract_problems)),
-            0.0,
-            "==",
-            "; ".join(contract_problems) or "encode/transition/update/decode/rollout/loss hold",
-            {"problems": contract_problems},
-        ),
-        GateResult(
-            "family.skeleton.trainer_one_step_smoke",
-            "family",
-            "pass" if len(smoke) == len(runs) and runs else "fail",
-            float(len(smoke)),
-            float(len(runs)),
-            "==",
-            f"{len(smoke)}/{len(runs)} runs completed at least one trainer step",
-            {"per_seed": [{"seed": r["seed"], "steps": r.get("steps_completed")} for r in runs]},
-        ),
-    ]
-
-
-def family_gates(family: str, maturity: str, runs: list[Run], policy: Policy) -> list[GateResult]:
-    kind = kind_of(family, maturity)
-    if kind is None:
-        return [
-            GateResult(
-                "family.unknown",
-                "family",
-                "fail",
-                None,
-                None,
-                "",
-                f"no family-specific gate set is defined for {family!r} ({maturity}); add it "
-                "to quality/gates/family.py",
-            )
-        ]
-    if kind == "skeleton":
-        return _skeleton(runs, family)
-    spec = KINDS[kind]
-    gates = [
-        _held_out_trend(f"family.{kind}.{spec.trend_gate}", runs, policy),
-        _finite(f"family.{kind}.{spec.finite_gate}", runs, spec.required_diagnostics),
-    ]
-    if kind == "reference":
-        gates.append(seed_success_rate(runs, policy, name="family.reference.seed_success"))
-    return gates
+    return GateResult(
+        "family.skeleton.trainer_one_step_smoke",
+        "family",
+        "pass" if len(smoke) == len(runs) and runs else "fail",
+        float(len(smoke)),
+        float(len(runs)),
+        "==",
+        f"{len(smoke)}/{len(runs)} runs completed at least one trainer step",
+        {"per_seed": [{"seed": r["seed"], "steps": r.get("steps_completed")} for r in runs]},
+    )

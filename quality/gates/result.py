@@ -19,7 +19,7 @@ class GateResult:
     status: Status
     value: float | None
     threshold: float | None
-    comparison: str  # how value is compared with threshold: ">=", "<=", "=="
+    comparison: str  # how value is compared with threshold: ">=", "<=", "<", "=="
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
 
@@ -42,6 +42,8 @@ def compare(value: float, threshold: float, comparison: str) -> bool:
         return value >= threshold
     if comparison == "<=":
         return value <= threshold
+    if comparison == "<":
+        return value < threshold
     if comparison == "==":
         return value == threshold
     raise ValueError(f"unknown comparison {comparison!r}")

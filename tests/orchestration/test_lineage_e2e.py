@@ -1,29 +1,41 @@
 """The whole lineage in process, on a real Dagster instance, MLflow (SQLite), object store and
 ledger: data sets -> checkpoints -> gate reports -> released weights.
 
-tdmpc2 passes every gate at 100 steps; diffusion fails prediction gates at 100 steps (its
-imagined rollouts leave the data range): a real failure, not an injected one.
+tdmpc2, trained at its policy's steps (1000), passes every gate; diffusion, trained for only
+DIFFUSION_STEPS, is blocked: a real failure, not an injected one (see FAILING_GATE).
 """
 
+import json
+import math
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import pytest
 
+from assets.gate_report import check_name
 from assets.partitions import SEEDS, checkpoint_key
 from orchestration import cli
 from orchestration import operations as ops
 from orchestration.resources.lineage import checkpoint_prefix
+from orchestration.resources.mlflow import MAX_POINTS
 from orchestration.sensors import gate_report_requests
+from quality.policy import load_policy
 from tests.orchestration.conftest import Platform
 
 HEALTHY, FAILING = "tdmpc2", "diffusion"
-STEPS = 100
+HEALTHY_STEPS = int(load_policy(HEALTHY).training["steps"])  # trained with steps=None
+DIFFUSION_STEPS = 100
+FAILING_GATE = "common.seed_success_rate"  # diffusion at 100 steps: no held-out skill
 
 
 @dataclass
 class Lineage:
     evaluations: dict[str, ops.Outcome]
+    sensor_waiting: list[str]
     sensor_before: list[str]
     sensor_after: list[str]
     released: ops.Outcome
@@ -35,10 +47,14 @@ class Lineage:
 def lineage(platform: Platform) -> Lineage:
     defs, instance = platform.defs, platform.instance
     assert ops.materialize_dataset(defs, instance, "pendulum").success
-    for family in (HEALTHY, FAILING):
+    for family, steps in ((HEALTHY, None), (FAILING, DIFFUSION_STEPS)):
         for seed in SEEDS:
-            outcome = ops.train(defs, instance, family, seed, steps=STEPS)
+            outcome = ops.train(defs, instance, family, seed, steps=steps)
             assert outcome.success, outcome.message
+    sensor_waiting = [r.partition_key for r in gate_report_requests(instance)]  # no re-runs yet
+    for family in (HEALTHY, FAILING):
+        outcome = ops.repeat(defs, instance, family)
+        assert outcome.success, outcome.message
     sensor_before = [r.partition_key for r in gate_report_requests(instance)]
     evaluations = {f: ops.evaluate(defs, instance, f) for f in (HEALTHY, FAILING)}
     sensor_after = [r.partition_key for r in gate_report_requests(instance)]
@@ -50,7 +66,9 @@ def lineage(platform: Platform) -> Lineage:
         defs, instance, FAILING, action="promote", reason="try", actor="bob", with_gates=True
     )
     refused = ops.release(defs, instance, FAILING, action="promote", reason="again", actor="bob")
-    return Lineage(evaluations, sensor_before, sensor_after, released, blocked, refused)
+    return Lineage(
+        evaluations, sensor_waiting, sensor_before, sensor_after, released, blocked, refused
+    )
 
 
 def _materializations(instance: dg.DagsterInstance, asset: str, partition: str) -> list:
@@ -61,6 +79,7 @@ def _materializations(instance: dg.DagsterInstance, asset: str, partition: str) 
 
 
 def test_gate_report_follows_when_all_seeds_landed(lineage: Lineage) -> None:
+    assert not {HEALTHY, FAILING} & set(lineage.sensor_waiting)  # the re-runs had not landed
     assert {HEALTHY, FAILING} <= set(lineage.sensor_before)
     assert not {HEALTHY, FAILING} & set(lineage.sensor_after)
 
@@ -108,14 +127,14 @@ def test_healthy_family_is_released_with_provenance(platform: Platform, lineage:
 def test_failing_family_is_blocked_in_the_same_run(platform: Platform, lineage: Lineage) -> None:
     assert not lineage.evaluations[FAILING].success  # failing blocking checks fail the run
     failed = {e.check_name for e in lineage.evaluations[FAILING].failed_checks()}
-    assert "prediction__plausibility" in failed
+    assert check_name(FAILING_GATE) in failed
     assert lineage.evaluations[HEALTHY].success
     assert not lineage.blocked.success
     assert _materializations(platform.instance, "released_weights", FAILING) == []
     assert platform.mlflow.aliases(FAILING) == {}
     # The check's verdict and reason are in the instance's check history.
     history = platform.instance.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(dg.AssetKey("gate_report"), "prediction__plausibility"), limit=10
+        dg.AssetCheckKey(dg.AssetKey("gate_report"), check_name(FAILING_GATE)), limit=10
     )
     assert history
     evaluation = history[0].event.dagster_event.event_specific_data  # type: ignore[union-attr]
@@ -129,7 +148,7 @@ def test_later_standalone_release_of_failed_family_is_refused(
 ) -> None:
     assert not lineage.refused.success
     assert "FAILED" in lineage.refused.message
-    assert "prediction.plausibility" in lineage.refused.message
+    assert FAILING_GATE in lineage.refused.message
     assert platform.mlflow.aliases(FAILING) == {}
     with platform.ledger() as ledger:
         refusals = [p for p in ledger.promotions(FAILING) if p.action == "refused"]
@@ -137,14 +156,103 @@ def test_later_standalone_release_of_failed_family_is_refused(
     assert refusals[0].actor == "bob"
 
 
+@contextmanager
+def tampered_report(
+    platform: Platform, family: str, change: Callable[[dict[str, Any]], None]
+) -> Iterator[None]:
+    """Edit the family's latest report in the SQLite ledger (its ``releasable`` column set to
+    1, ``change`` applied to the stored report JSON) and put it back afterwards."""
+    assert platform.settings.mongodb_uri is None, "the e2e platform keeps its ledger in SQLite"
+    with closing(sqlite3.connect(platform.settings.home / "ledger.db")) as conn:
+        seq, text, releasable = conn.execute(
+            "SELECT seq, report, releasable FROM gate_reports WHERE family = ? "
+            "ORDER BY created_at DESC, seq DESC LIMIT 1",
+            (family,),
+        ).fetchone()
+        report = json.loads(text)
+        change(report)
+        with conn:
+            conn.execute(
+                "UPDATE gate_reports SET releasable = 1, report = ? WHERE seq = ?",
+                (json.dumps(report), seq),
+            )
+        try:
+            yield
+        finally:
+            with conn:
+                conn.execute(
+                    "UPDATE gate_reports SET releasable = ?, report = ? WHERE seq = ?",
+                    (releasable, text, seq),
+                )
+
+
+def _flip_release_pass(report: dict[str, Any]) -> None:
+    report["gates"]["release_pass"] = True
+
+
+def _drop_failing_gate(report: dict[str, Any]) -> None:
+    results = report["gates"]["results"]
+    report["gates"]["results"] = [g for g in results if g["name"] != FAILING_GATE]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda report: None, "FAILED: "),
+        (_flip_release_pass, "gates.release_pass is recorded as True, but the gate results give"),
+        (_drop_failing_gate, f"missing ['{FAILING_GATE}']"),
+    ],
+    ids=["releasable-column", "release-pass", "gate-removed"],
+)
+def test_a_tampered_ledger_report_is_refused_and_recorded(
+    platform: Platform,
+    lineage: Lineage,
+    change: Callable[[dict[str, Any]], None],
+    message: str,
+) -> None:
+    """Promotion decides from the stored report's gate statuses, re-validated: neither the
+    ledger's releasable column nor the report's own release_pass is trusted."""
+    with platform.ledger() as ledger:
+        before = len(ledger.promotions(FAILING, limit=1000))
+    with tampered_report(platform, FAILING, change):
+        with platform.ledger() as ledger:
+            entry = ledger.latest_report(FAILING)
+        assert entry is not None
+        assert entry.releasable  # what the ledger now claims
+        outcome = ops.release(
+            platform.defs, platform.instance, FAILING, action="promote", reason="t", actor="mal"
+        )
+    assert not outcome.success
+    assert message in outcome.message
+    assert FAILING_GATE in outcome.message
+    assert platform.mlflow.aliases(FAILING) == {}
+    assert _materializations(platform.instance, "released_weights", FAILING) == []
+    with platform.ledger() as ledger:
+        promotions = ledger.promotions(FAILING, limit=1000)
+    assert len(promotions) == before + 1
+    latest = promotions[0]
+    assert (latest.action, latest.actor, latest.to_version) == ("refused", "mal", None)
+    assert message in latest.details["refusal"]
+
+
+def test_the_stored_weights_were_reloaded_and_re_measured(lineage: Lineage) -> None:
+    [report] = [
+        e.materialization.metadata
+        for e in lineage.evaluations[HEALTHY].result.get_asset_materialization_events()
+    ]
+    gates = {r.data["gate"]: r.data for r in report["gates"].records}  # type: ignore[attr-defined]
+    assert gates["reproducibility.stored_weights"]["status"] == "pass"
+
+
 def test_checkpoint_run_is_tracked_in_mlflow(platform: Platform, lineage: Lineage) -> None:
     record = platform.store().get_json(f"{checkpoint_prefix(HEALTHY, 0)}/record.json")
     client = platform.mlflow.client()
     run = client.get_run(record["mlflow_run_id"])
     assert run.data.params["family"] == HEALTHY
-    assert run.data.params["steps"] == str(STEPS)
+    assert run.data.params["steps"] == str(HEALTHY_STEPS)
     history = client.get_metric_history(run.info.run_id, "train/loss")
-    assert len(history) == STEPS
+    stride = math.ceil(HEALTHY_STEPS / MAX_POINTS)  # a long curve is thinned to MAX_POINTS
+    assert sorted(m.step for m in history) == list(range(1, HEALTHY_STEPS + 1, stride))
     assert run.inputs.dataset_inputs[0].dataset.digest == record["dataset_digest"][:36]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss_curve.png", "seed_run.json"} <= artifacts
@@ -202,7 +310,7 @@ def test_cli_status_promote_and_rollback(
     assert cli.main(["status", HEALTHY, FAILING]) == 0
     out = capsys.readouterr().out
     assert "BLOCKED" in out
-    assert "prediction.plausibility" in out
+    assert FAILING_GATE in out
     assert "PASS" in out
 
     assert cli.main(["promote", FAILING, "--reason", "please", "--actor", "dave"]) == 1
@@ -246,7 +354,7 @@ def test_release_refuses_a_report_older_than_the_checkpoints(
 ) -> None:
     defs, instance = platform.defs, platform.instance
     champion = platform.mlflow.aliases(HEALTHY)["champion"]
-    assert ops.train(defs, instance, HEALTHY, 1, steps=STEPS).success
+    assert ops.train(defs, instance, HEALTHY, 1, steps=10).success  # any newer checkpoint
     stale = ops.release(defs, instance, HEALTHY, action="promote", reason="stale", actor="alice")
     assert not stale.success
     assert "older than the checkpoints of seeds [1]" in stale.message

@@ -1,4 +1,5 @@
-"""The seed document's measurement commands, end to end on the bundled data (tiny budgets)."""
+"""The seed document's measurement commands, end to end on the bundled data or a data set file
+(tiny budgets)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from quality.report import validate_report
+from worldflux.data import TrajectoryDataset, load_bundled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +61,83 @@ def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
     bad = _run("scripts/measure_quality_gates.py", "--models", "dreamr", "--out", str(tmp_path))
     assert bad.returncode == 2
     assert "did you mean 'dreamer'" in bad.stderr
+
+
+def _renamed(data: TrajectoryDataset, name: str) -> TrajectoryDataset:
+    return TrajectoryDataset(name=name, spec=data.spec, **data.columns())
+
+
+def test_dataset_file_trains_every_family_on_it_and_names_it(tmp_path: Path) -> None:
+    data = _renamed(load_bundled("pendulum"), "mypendulum")
+    file = tmp_path / "f.safetensors"
+    sha256 = data.save(file)
+    out = tmp_path / "qg"
+    args = ["--models", "tdmpc2", "--dataset-file", str(file), "--seeds", "0,1", "--steps", "20"]
+    run = _run("scripts/measure_quality_gates.py", *args, "--repeat-steps", "0", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert f"data set 'mypendulum' from {file.resolve()}" in run.stdout
+    assert data.digest in run.stdout
+    assert sha256 in run.stdout
+
+    report = json.loads((out / "tdmpc2.json").read_text())
+    validate_report(report)
+    assert report["datasets"] == [
+        {"name": "mypendulum", "digest": data.digest, "file": str(file.resolve())}
+    ]
+    assert report["seeds"] == [0, 1]
+    seed_runs = json.loads((out / "seed_runs.json").read_text())
+    assert seed_runs["config"]["dataset_file"] == {
+        "path": str(file.resolve()), "sha256": sha256, "name": "mypendulum", "digest": data.digest,
+    }  # fmt: skip
+    assert [(r["dataset"], r["dataset_digest"]) for r in seed_runs["runs"]] == [
+        ("mypendulum", data.digest)
+    ] * 2
+    assert {(r["dataset_file"], r["dataset_file_sha256"]) for r in seed_runs["runs"]} == {
+        (str(file.resolve()), sha256)
+    }
+    assert seed_runs["summary"]["tdmpc2"]["datasets"] == report["datasets"]
+
+    # --append on the bundled data set does not take the file's runs for its own.
+    bundled = _run(
+        "scripts/measure_quality_gates.py", "--models", "tdmpc2", "--seeds", "0", "--steps", "20",
+        "--repeat-steps", "0", "--out", str(out), "--append",
+    )  # fmt: skip
+    assert bundled.returncode == 0, bundled.stderr
+    runs = json.loads((out / "seed_runs.json").read_text())["runs"]
+    assert [r["dataset"] for r in runs] == ["mypendulum", "mypendulum", "pendulum"]
+    assert json.loads((out / "tdmpc2.json").read_text())["datasets"][0]["name"] == "pendulum"
+
+    # Different data under the same name cannot be appended to these runs.
+    other = _renamed(load_bundled("cartpole"), "mypendulum")
+    other.save(tmp_path / "other.safetensors")
+    clash = _run(
+        "scripts/measure_quality_gates.py", "--models", "tdmpc2", "--seeds", "0",
+        "--dataset-file", str(tmp_path / "other.safetensors"), "--out", str(out), "--append",
+    )  # fmt: skip
+    assert clash.returncode == 2
+    assert "holds runs on other data named 'mypendulum'" in clash.stderr
+
+
+def test_dataset_file_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    def refused(file: Path, models: str = "tdmpc2") -> str:
+        run = _run(
+            "scripts/measure_quality_gates.py", "--models", models, "--dataset-file", str(file),
+            "--out", str(tmp_path / "qg"),
+        )  # fmt: skip
+        assert run.returncode == 2
+        assert "Traceback" not in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert not (tmp_path / "qg").exists()
+        return run.stderr
+
+    missing = refused(tmp_path / "missing.safetensors")
+    assert "cannot read data set file" in missing
+    assert "missing.safetensors" in missing
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a data set")
+    assert "corrupt.safetensors" in refused(corrupt)
+    vectors = tmp_path / "vectors.safetensors"
+    load_bundled("pendulum").save(vectors)
+    unfit = refused(vectors, models="tdmpc2,vjepa2")
+    assert "does not fit vjepa2" in unfit
+    assert "image observations" in unfit

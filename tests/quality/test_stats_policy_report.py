@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from quality.policy import PolicyError, load_policy
+from quality.evaluate import build_report, evaluate_gates
+from quality.policy import Policy, PolicyError, load_policy
 from quality.report import ReportError, render_markdown, validate_report
 from quality.stats import (
     bootstrap_rate_interval,
@@ -16,6 +18,7 @@ from quality.stats import (
     relative_drop,
     required_successes,
 )
+from tests.quality.records import repeat_pair, seed_record
 
 
 def test_clopper_pearson_matches_known_values() -> None:
@@ -50,50 +53,50 @@ def test_cv_and_drop() -> None:
 def test_family_policy_overrides_defaults_and_has_a_stable_digest(tmp_path: Path) -> None:
     dreamer = load_policy("dreamerv3")
     assert dreamer.training["dataset"] == "cartpole"
-    assert dreamer["success_drop"] == 0.10
+    assert dreamer["min_skill"] == 0.5
+    assert dreamer["min_skill_at"] == {"5": 0.5, "10": 0.5}
+    assert dreamer.kind == "reference"
+    assert dreamer.required_gates == ("planner.boundary",)
     assert dreamer.sources == ("default.json", "dreamerv3.json")
     assert dreamer.digest == load_policy("dreamerv3").digest
-    assert dreamer.digest != load_policy("tdmpc2").digest
+    assert dreamer.digest != load_policy("tdmpc2").digest  # other data set
+    assert load_policy("jepa").kind == "jepa"
+    assert load_policy("jepa").required_gates == ()
+    assert load_policy("no_such_family").kind is None  # default.json only: no gate kind
+    for gone in ("success_drop", "prediction_nmse_max", "trend_steps", "repeat_tolerance"):
+        with pytest.raises(PolicyError, match=f"no threshold '{gone}'"):
+            dreamer[gone]
+    # The kind and the required gates are part of what the digest pins.
+    assert dataclasses.replace(dreamer, kind="token").digest != dreamer.digest
+    assert dataclasses.replace(dreamer, required_gates=()).digest != dreamer.digest
+    assert Policy.from_dict(dreamer.to_dict()).digest == dreamer.digest
+
     default = json.loads(Path("quality/policies/default.json").read_text())
     (tmp_path / "default.json").write_text(json.dumps(default))
-    (tmp_path / "x.json").write_text(json.dumps({"thresholds": {"succes_drop": 0.2}}))
+    (tmp_path / "x.json").write_text(json.dumps({"thresholds": {"min_skil": 0.2}}))
     with pytest.raises(PolicyError, match="unknown thresholds keys"):
         load_policy("x", tmp_path)
+    (tmp_path / "y.json").write_text(json.dumps({"required_gates": "planner.boundary"}))
+    with pytest.raises(PolicyError, match="required_gates must be a list"):
+        load_policy("y", tmp_path)
     with pytest.raises(PolicyError, match="no threshold 'nope'"):
         dreamer["nope"]
 
 
-def _minimal_report() -> dict[str, Any]:
-    gate = {
-        "name": "common.finite_runs", "group": "common", "status": "pass", "pass": True,
-        "value": 0, "threshold": 0, "comparison": "==", "reason": "ok", "evidence": {},
-    }  # fmt: skip
-    run = {
-        "seed": 0, "status": "ok", "failure": None, "steps": 10, "steps_completed": 10,
-        "metric_before": 2.0, "metric_after": 1.0, "drop": 0.5,
-    }  # fmt: skip
-    return {
-        "schema_version": 1, "report_id": "x-1", "family": "x", "preset": "ci",
-        "created_at": "2026-11-22T00:00:00+00:00",
-        "code_version": {"library_version": "0.1.0", "git_commit": None, "git_dirty": None},
-        "policy": {"family": "x", "thresholds": {}, "training": {}}, "policy_digest": "a" * 64,
-        "datasets": [{"name": "d", "digest": "b" * 64}], "seeds": [0], "steps": 10,
-        "success_rate": 1.0, "successes": 1,
-        "gates": {
-            "common": {
-                "pass": True, "ci_low": 1.0, "ci_high": 1.0, "ci_method": "m",
-                "clopper_pearson_low": 0.025, "clopper_pearson_high": 1.0,
-                "successes": 1, "trials": 1, "required": 1,
-            },
-            "family_pass": True, "release_pass": True, "results": [gate],
-        },
-        "failed_gates": [], "runs": [run], "checkpoints": [],
-    }  # fmt: skip
+def _report() -> dict[str, Any]:
+    """A report of five healthy synthetic tdmpc2 seeds, through the real evaluation."""
+    policy = load_policy("tdmpc2")
+    runs = [seed_record(s) for s in range(5)]
+    repeats = repeat_pair()
+    gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=(3,))
+    return build_report(runs, policy, gates, repeats=repeats)
 
 
 def test_schema_accepts_a_valid_report_and_names_violations() -> None:
-    report = _minimal_report()
+    report = _report()
     validate_report(report)
+    assert report["schema_version"] == 2
+    assert [r["skill"] for r in report["runs"]] == [pytest.approx(0.8)] * 5
     assert "RELEASABLE" in render_markdown(report)
     broken = copy.deepcopy(report)
     del broken["gates"]["common"]["ci_low"]
@@ -106,4 +109,16 @@ def test_schema_accepts_a_valid_report_and_names_violations() -> None:
     broken = copy.deepcopy(report)
     broken["runs"][0]["drop"] = float("nan")
     with pytest.raises(ReportError, match=r"runs\[0\]\.drop"):
+        validate_report(broken)
+    broken = copy.deepcopy(report)
+    del broken["runs"][0]["skill"]
+    with pytest.raises(ReportError, match=r"runs/0.*'skill' is a required property"):
+        validate_report(broken)
+    broken = copy.deepcopy(report)
+    broken["gates"]["results"][0]["name"] = "prediction.open_loop_nmse_5"  # schema 1's name
+    with pytest.raises(ReportError, match=r"gates/results/0/name"):
+        validate_report(broken)
+    broken = copy.deepcopy(report)
+    broken["schema_version"] = 1
+    with pytest.raises(ReportError, match="schema_version"):
         validate_report(broken)

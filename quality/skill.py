@@ -1,0 +1,226 @@
+"""Held-out prediction skill: how much better a model imagines the future than trivial baselines.
+
+A falling loss is no evidence of learning the dynamics: predicting the data's mean already lowers
+it. Skill compares the model with the best trivial predictor on the same fixed held-out segments:
+
+    skill_k = 1 - NMSE_model(k) / min(NMSE_mean(k), NMSE_persistence(k))
+    skill   = 1 - sum_k NMSE_model(k) / sum_k min(NMSE_mean(k), NMSE_persistence(k))
+
+where k runs over the policy's horizons (the model filters ``context`` observed steps, then
+imagines the recorded actions), ``mean`` predicts the training observations' mean and
+``persistence`` predicts that nothing changes after the last observed step. 1 is perfect, 0 is
+no better than the better baseline, below 0 is worse. Everything is measured in observation
+space: families with an observation decoder through ``decode``; decoder-free families through a
+*linear read-out*, a least-squares map from the state of a true observation (``encode``) to that
+observation fitted on training rows and applied to imagined states. A read-out cannot be gamed
+by a shrinking latent: a constant state reads out as a constant observation, which is the mean
+baseline at best.
+
+NMSE is the squared error over the training variance: averaged over dimensions for vector
+observations, pooled over pixels for images (a background pixel with no variance must not weigh
+as much as the cart). Also reported, as reference figures: a least-squares linear model of the
+next observation from (observation, action) rolled forward with the recorded actions, and the
+model's own error when the action sequences are shuffled across the batch (an action-conditioned
+model that uses its actions gets worse).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldflux import Capability, WorldModel
+from worldflux.core.types import Batch, State
+from worldflux.data import TrajectoryDataset
+
+PROBE_SEED = 7  # every seed and every evaluation probes the same held-out segments
+READOUT_ROWS = 4096  # training rows the linear read-out is fitted on
+RIDGE = 1e-3  # the read-out's ridge term, relative to the mean feature variance (see LinearMap)
+LINEAR_RIDGE = 1e-9  # the linear dynamics reference on vectors: plain least squares
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.flatten(1).double()
+
+
+class LinearMap:
+    """Ridge least squares on centred features: y ~ (x - x_mean) @ W + y_mean.
+
+    The ridge term is ``ridge`` times the mean feature variance. For the read-out it is
+    ``RIDGE``: without it, directions in which the fitted states barely vary get huge weights,
+    and an imagined state that moves a little off the states the map was fitted on reads out as
+    nonsense. Fixed in advance for every family, never tuned to a model's score."""
+
+    def __init__(self, features: Tensor, targets: Tensor, ridge: float = RIDGE) -> None:
+        self.x_mean, self.y_mean = features.mean(0), targets.mean(0)
+        x = features - self.x_mean
+        gram = x.T @ x
+        scale = ridge * (torch.trace(gram) / gram.shape[0]).clamp_min(1e-12)
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        self.weights = torch.linalg.solve(gram + scale * eye, x.T @ (targets - self.y_mean))
+
+    def __call__(self, features: Tensor) -> Tensor:
+        return (features - self.x_mean) @ self.weights + self.y_mean
+
+    def to(self, device: torch.device) -> LinearMap:
+        for name in ("x_mean", "y_mean", "weights"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def state_features(state: State) -> Tensor:
+    """Every tensor of a state, flattened and concatenated in key order: [B, F]."""
+    return torch.cat([_flat(state.tensors[k]) for k in sorted(state.tensors)], 1)
+
+
+def _train_rows(train: TrajectoryDataset, rows: int) -> np.ndarray:
+    rng = np.random.default_rng(PROBE_SEED)
+    return np.sort(rng.choice(len(train), size=min(rows, len(train)), replace=False))
+
+
+@torch.no_grad()
+def fit_readout(model: WorldModel, train: TrajectoryDataset, rows: int = READOUT_ROWS) -> LinearMap:
+    """Least-squares map from ``encode(observation)`` to the observation, on training rows."""
+    obs = torch.from_numpy(train.columns()["observation"][_train_rows(train, rows)])
+    features = [
+        state_features(model.encode(chunk.to(model.device)))
+        for chunk in obs.split(512)  # bounded memory for pixel observations
+    ]
+    return LinearMap(torch.cat(features), _flat(obs).to(model.device))
+
+
+def fit_linear_dynamics(train: TrajectoryDataset, rows: int = 8 * READOUT_ROWS) -> LinearMap:
+    """Least-squares linear model of the next observation from (observation, action), fitted on
+    training transitions (row t's action led to observation t)."""
+    step = train.columns()["step"]
+    after = np.flatnonzero(step > 0)
+    rng = np.random.default_rng(PROBE_SEED)
+    after = np.sort(rng.choice(after, size=min(rows, after.shape[0]), replace=False))
+    batch = train.batch_at(np.stack([after - 1, after], 1))
+    features = torch.cat([_flat(batch.obs[:, 0]), batch.action[:, 1].double()], 1)
+    # On frames (a thousand pixels per feature row) plain least squares overfits and its rollout
+    # explodes; there the reference is as regularized as the read-out.
+    ridge = RIDGE if train.columns()["observation"].ndim > 2 else LINEAR_RIDGE
+    return LinearMap(features, _flat(batch.obs[:, 1]), ridge=ridge)
+
+
+class _Scale:
+    """NMSE: per-dimension normalized and averaged for vectors, pooled for images."""
+
+    def __init__(self, train: TrajectoryDataset, device: torch.device) -> None:
+        obs = train.columns()["observation"]
+        flat = obs.reshape(len(train), -1).astype(np.float64)
+        self.mean = torch.as_tensor(flat.mean(0), device=device)
+        var = flat.var(0)
+        self.pooled = obs.ndim > 2
+        self.var = torch.as_tensor(np.maximum(var, 1e-8), device=device)
+        self.total_var = float(var.sum())
+        self.peak = float(flat.max() - flat.min())
+
+    def psnr(self, predicted: Tensor, truth: Tensor) -> float:
+        mse = float(((predicted.double() - truth.double()) ** 2).mean())
+        return 10 * math.log10(max(self.peak, 1e-12) ** 2 / max(mse, 1e-12))
+
+    def nmse(self, predicted: Tensor, truth: Tensor) -> float:
+        squared = (predicted.double() - truth.double()) ** 2
+        if self.pooled:
+            return float(squared.sum(1).mean() / max(self.total_var, 1e-12))
+        return float((squared / self.var).mean())
+
+
+def _imagine(model: WorldModel, batch: Batch, context: int, actions: Tensor) -> list[State]:
+    """Filter ``context`` observed steps, then imagine ``actions`` ([T, B, A]); the states
+    after 1..T imagined steps."""
+    state = model.encode(batch.obs[:, 0])
+    for t in range(1, context):
+        state = model.update(state, batch.action[:, t], batch.obs[:, t])
+    trajectory = model.rollout(state, actions)
+    return [trajectory.state_at(k) for k in range(1, actions.shape[0] + 1)]
+
+
+def _predictor(
+    model: WorldModel, train: TrajectoryDataset
+) -> tuple[str, Callable[[State], Tensor]]:
+    """How a state becomes a predicted observation: the decoder, else the linear read-out."""
+    if Capability.OBSERVATION_DECODER in model.capabilities:
+
+        def decode(state: State) -> Tensor:
+            observation = model.decode(state).observation
+            if observation is None:
+                raise ValueError("the family declares a decoder but decoded no observation")
+            return _flat(observation)
+
+        return "decoder", decode
+    readout = fit_readout(model, train)
+    return "linear read-out", lambda state: readout(state_features(state))
+
+
+@torch.no_grad()
+def prediction_skill(
+    model: WorldModel,
+    train: TrajectoryDataset,
+    held_out: TrajectoryDataset,
+    horizons: list[int],
+    *,
+    context: int = 5,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Skill per horizon and on average, with every baseline's NMSE as evidence."""
+    if not horizons or min(horizons) < 1:
+        raise ValueError(f"horizons must be positive step counts, got {horizons}")
+    was_training = model.training
+    model.eval()
+    try:
+        horizon = max(horizons)
+        batch = held_out.fixed_batches(1, batch_size, context + horizon, seed=PROBE_SEED)[0]
+        batch = batch.to(model.device)
+        start = context - 1  # imagined state k corresponds to observation start + k
+        actions = batch.action[:, context:].transpose(0, 1)
+        generator = torch.Generator().manual_seed(PROBE_SEED)
+        permutation = torch.randperm(batch.batch_size, generator=generator).to(model.device)
+        scale = _Scale(train, model.device)
+        space, predict = _predictor(model, train)
+        imagined = _imagine(model, batch, context, actions)
+        shuffled = _imagine(model, batch, context, actions[:, permutation])
+        linear = fit_linear_dynamics(train).to(model.device)
+        last = _flat(batch.obs[:, start])
+        linear_obs, per_horizon = last, {}  # horizon -> figures
+        for k in range(1, horizon + 1):
+            linear_obs = linear(torch.cat([linear_obs, actions[k - 1].double()], 1))
+            if k not in horizons:
+                continue
+            truth = _flat(batch.obs[:, start + k])
+            predicted = predict(imagined[k - 1])
+            figures: dict[str, Any] = {
+                "model": scale.nmse(predicted, truth),
+                "mean": scale.nmse(scale.mean.expand_as(truth), truth),
+                "persistence": scale.nmse(last, truth),
+                "linear": scale.nmse(linear_obs, truth),
+                "shuffled_actions": scale.nmse(predict(shuffled[k - 1]), truth),
+            }
+            baseline = "mean" if figures["mean"] <= figures["persistence"] else "persistence"
+            figures["baseline"] = baseline
+            figures["skill"] = 1.0 - figures["model"] / max(figures[baseline], 1e-12)
+            spread = float(predicted.std(0).mean() / truth.std(0).mean().clamp_min(1e-12))
+            figures["spread_ratio"] = spread
+            if scale.pooled and space == "decoder":  # frames the family itself predicts
+                figures["psnr"] = scale.psnr(predicted, truth)
+            per_horizon[str(k)] = figures
+    finally:
+        model.train(was_training)
+    model_total = sum(f["model"] for f in per_horizon.values())
+    baseline_total = sum(f[f["baseline"]] for f in per_horizon.values())
+    return {
+        "space": space,
+        "normalization": "pooled over pixels" if scale.pooled else "per dimension",
+        "context": context,
+        "batch_size": batch_size,
+        "horizons": per_horizon,
+        # Over the whole imagined segment: 1 - total model error / total baseline error.
+        "skill": 1.0 - model_total / max(baseline_total, 1e-12),
+    }
