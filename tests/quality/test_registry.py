@@ -200,3 +200,20 @@ def test_a_policy_without_a_known_kind_fails_family_unknown() -> None:
     assert results[-1].name == UNKNOWN_KIND
     assert results[-1].status == "fail"
     assert not any(r.group == "family" for r in results[:-1])
+
+
+def test_the_gate_docs_name_every_registered_gate() -> None:
+    """docs/quality-gates.md explains every gate of the registry: the common gates by name, the
+    per-horizon gate by its pattern, each family gate by its suffix in its kind's row."""
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "quality-gates.md").read_text()
+    for spec in GATES:
+        if spec.kinds is None:
+            shown = spec.name.replace("{k}", "{5,10}")
+            assert f"`{shown}`" in docs, f"{spec.name} is not documented"
+        else:
+            suffix = spec.name.rsplit(".", 1)[-1]
+            kind = spec.name.split(".")[1]
+            rows = [line for line in docs.splitlines() if line.startswith(f"| {kind}")]
+            assert any(f"`{suffix}`" in row for row in rows), f"{spec.name} is not documented"
