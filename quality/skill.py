@@ -133,14 +133,16 @@ class _Scale:
         return float((squared / self.var).mean())
 
 
-def _imagine(model: WorldModel, batch: Batch, context: int, actions: Tensor) -> list[State]:
-    """Filter ``context`` observed steps, then imagine ``actions`` ([T, B, A]); the states
-    after 1..T imagined steps."""
+def _imagine(
+    model: WorldModel, batch: Batch, context: int, actions: Tensor
+) -> tuple[State, list[State]]:
+    """Filter ``context`` observed steps, then imagine ``actions`` ([T, B, A]): the filtered
+    state (the posterior of the last observed step) and the states after 1..T imagined steps."""
     state = model.encode(batch.obs[:, 0])
     for t in range(1, context):
         state = model.update(state, batch.action[:, t], batch.obs[:, t])
     trajectory = model.rollout(state, actions)
-    return [trajectory.state_at(k) for k in range(1, actions.shape[0] + 1)]
+    return state, [trajectory.state_at(k) for k in range(1, actions.shape[0] + 1)]
 
 
 def _predictor(
@@ -185,10 +187,13 @@ def prediction_skill(
         permutation = torch.randperm(batch.batch_size, generator=generator).to(model.device)
         scale = _Scale(train, model.device)
         space, predict = _predictor(model, train)
-        imagined = _imagine(model, batch, context, actions)
-        shuffled = _imagine(model, batch, context, actions[:, permutation])
+        filtered, imagined = _imagine(model, batch, context, actions)
+        _, shuffled = _imagine(model, batch, context, actions[:, permutation])
         linear = fit_linear_dynamics(train).to(model.device)
         last = _flat(batch.obs[:, start])
+        # How much of the last observed step the filtered state keeps (decoded or read out):
+        # imagination cannot be more precise than this.
+        reconstruction = scale.nmse(predict(filtered), last)
         linear_obs, per_horizon = last, {}  # horizon -> figures
         for k in range(1, horizon + 1):
             linear_obs = linear(torch.cat([linear_obs, actions[k - 1].double()], 1))
@@ -220,6 +225,7 @@ def prediction_skill(
         "normalization": "pooled over pixels" if scale.pooled else "per dimension",
         "context": context,
         "batch_size": batch_size,
+        "reconstruction": reconstruction,
         "horizons": per_horizon,
         # Over the whole imagined segment: 1 - total model error / total baseline error.
         "skill": 1.0 - model_total / max(baseline_total, 1e-12),

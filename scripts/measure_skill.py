@@ -8,8 +8,9 @@ normalized open-loop error (NMSE; quality/skill.py) of the model and of the base
 the same fixed held-out segments: predicting the training mean, persistence (nothing changes), a
 least-squares linear model of the next observation from (observation, action), and the model
 with its action sequences shuffled across the batch; then the skill over the better trivial
-baseline. Figures are medians over the seeds. Output: a Markdown table (stdout), progress on
-stderr.
+baseline, and the posterior reconstruction (the last observed step decoded, or read out, from
+the filtered state). Figures are medians over the seeds. Output: a Markdown table (stdout),
+progress on stderr.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
-    print("| run | data | horizon | " + " | ".join(COLUMNS) + " | skill (whole segment) |")
-    print("|---|---|---|" + "---|" * (len(COLUMNS) + 1))
+    print(
+        "| run | data | horizon | "
+        + " | ".join(COLUMNS)
+        + " | skill (whole segment) | posterior reconstruction |"
+    )
+    print("|---|---|---|" + "---|" * (len(COLUMNS) + 2))
     for family, preset, steps in args.runs:
         policy = load_policy(family)
         per_seed = []
@@ -76,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         if not per_seed:
             continue
         whole = statistics.median(p["skill"] for p in per_seed)
+        recon = statistics.median(p["reconstruction"] for p in per_seed)
         for k in per_seed[0]["horizons"]:
             cells = [statistics.median(p["horizons"][k][c] for p in per_seed) for c in COLUMNS]
             print(
                 f"| {family}:{preset}, {steps} steps ({per_seed[0]['space']}) | "
                 f"{policy.training['dataset']} | {k} | "
                 + " | ".join(f"{v:.3g}" for v in cells)
-                + f" | {whole:.3f} |"
+                + f" | {whole:.3f} | {recon:.3g} |"
             )
         sys.stdout.flush()
     return 0
