@@ -20,6 +20,11 @@ class DreamerV3Config:
     kl_dyn_scale: float = 0.5  # beta_dyn: trains the prior toward the posterior
     kl_rep_scale: float = 0.1  # beta_rep: keeps the posterior predictable
     reward_bins: int = 255  # two-hot bins over symlog(reward) in [-20, 20]
+    # Weight of the reconstruction term. The paper's 1.0 assumes observations with many
+    # unit-scale dimensions; with a few small-range ones (CartPole: 4 dims, pole angle std 0.05)
+    # the symlog MSE is ~0.03 and the KL and reward terms outweigh it, so the posterior is
+    # squeezed toward the prior and drops the state (docs/worldflux.md, DreamerV3 diagnosis).
+    recon_scale: float = 1.0
 
     def validate(self) -> None:
         for name in ("deter", "stoch", "classes", "hidden", "reward_bins"):
@@ -27,6 +32,8 @@ class DreamerV3Config:
                 raise ConfigError(f"dreamerv3: {name} must be >= 1, got {getattr(self, name)}")
         if self.classes < 2:
             raise ConfigError("dreamerv3: classes must be >= 2 for a categorical latent")
+        if not self.recon_scale > 0.0:
+            raise ConfigError(f"dreamerv3: recon_scale must be > 0, got {self.recon_scale}")
         if not 0.0 <= self.unimix < 1.0:
             raise ConfigError(f"dreamerv3: unimix must be in [0, 1), got {self.unimix}")
 
@@ -35,8 +42,9 @@ PRESETS = {
     # Same sizes as WorldFlux's `ci` preset, for side-by-side benchmarks. Free bits scale with
     # the latent's capacity: 1 nat is for 32x32 categoricals (up to 111 nats); 4x4 ones carry
     # at most 5.5 nats, and their KL stays under 1 nat, so with 1 free nat the prior would
-    # never be trained and imagination would be noise.
-    "ci": DreamerV3Config(free_nats=0.1),
+    # never be trained and imagination would be noise. Its 4-dim vector tasks need the
+    # reconstruction weighted up (issue 10: CartPole skill -0.49 -> see docs/worldflux.md).
+    "ci": DreamerV3Config(free_nats=0.1, recon_scale=100.0),
     "small": DreamerV3Config(deter=256, stoch=16, classes=16, hidden=128, layers=2),
     # The paper's sizes (XS..XL): GRU units, MLP units x layers; 32 latents x 32 classes.
     "xs": DreamerV3Config(deter=256, stoch=32, classes=32, hidden=256, layers=1),

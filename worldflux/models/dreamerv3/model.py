@@ -4,7 +4,7 @@ State = (h, z): h is a GRU state (deterministic), z is 'stoch' one-hot categoric
     prior:      h_t = GRU(h_{t-1}, [z_{t-1}, a_t]),   z_t ~ p(z | h_t)
     posterior:  z_t ~ q(z | h_t, embed(x_t))
 Heads read feat = [h_t, z_t]: decoder -> symlog(x_t), reward (two-hot), continue (Bernoulli).
-Loss = recon + reward + continue + beta_dyn * max(free, KL[sg(q) || p])
+Loss = recon_scale * recon + reward + continue + beta_dyn * max(free, KL[sg(q) || p])
                                 + beta_rep * max(free, KL[q || sg(p)])
 Every term is non-negative, so the total is the world-model loss the gates compare.
 """
@@ -200,7 +200,8 @@ class DreamerV3(WorldModel):
         kl_rep = _categorical_kl(post, prior.detach())
         dyn = kl_dyn.clamp(min=c.free_nats).mean()
         rep = kl_rep.clamp(min=c.free_nats).mean()
-        total = recon + reward + cont + c.kl_dyn_scale * dyn + c.kl_rep_scale * rep
+        kl = c.kl_dyn_scale * dyn + c.kl_rep_scale * rep
+        total = c.recon_scale * recon + reward + cont + kl
         components = {
             "reconstruction": recon,
             "reward": reward,
