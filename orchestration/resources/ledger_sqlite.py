@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS promotions_family ON promotions (family, created_at, seq)",
 )
 _TABLES = {"gate_reports", "promotions", "sqlite_sequence"}
+BUSY_TIMEOUT_SECONDS = 30
 _NEWEST_FIRST = "ORDER BY created_at DESC, seq DESC LIMIT ?"
 
 
@@ -74,7 +76,7 @@ class SqliteLedger(Ledger):
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self._path, timeout=30)
+        conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_SECONDS)
         conn.row_factory = sqlite3.Row
         try:
             with conn:  # one transaction: commit on success, roll back on error
@@ -82,10 +84,27 @@ class SqliteLedger(Ledger):
         finally:
             conn.close()
 
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (it sticks to the file). Changing the journal mode needs an
+        exclusive lock, and two processes opening a new ledger at once have been seen to fail
+        with "database is locked" there (CI, a loaded 2-core machine): skip the switch when the
+        file is already in WAL, and retry a refused switch for as long as the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                    return  # another process switched it: no exclusive lock needed
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def _create_schema(self) -> None:
         with self._connect() as conn:
-            # Outside any transaction (journal_mode cannot change in one); WAL sticks to the file.
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Outside any transaction (journal_mode cannot change in one).
+            self._use_wal(conn)
             # IMMEDIATE: two processes opening a new file must not both create the schema.
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
