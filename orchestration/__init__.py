@@ -1,1 +1,2 @@
-"""Placeholder: built by a later issue (see ../shared/ARCHITECTURE.md)."""
+"""The Dagster code location (definitions, jobs, schedules, sensor), settings from the
+environment, resources, and the CLI (``python -m orchestration``)."""

@@ -9,6 +9,8 @@ released weights never come from here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 
 from assets.partitions import DATASETS, FAMILIES, SEEDS, checkpoint_key
@@ -18,38 +20,31 @@ NIGHTLY_CRON = "0 2 * * *"
 DATASETS_CRON = "45 1 * * *"  # 15 minutes ahead, so the nightly trains on re-checked data
 
 
-def dataset_requests(night: str) -> list[dg.RunRequest]:
+def _nightly(
+    night: str, what: str, partitions: Sequence[tuple[str, str | dg.MultiPartitionKey]]
+) -> list[dg.RunRequest]:
+    """One request per (label, partition key), its run key fixed by the night."""
     return [
         dg.RunRequest(
-            run_key=f"nightly-{night}-dataset-{name}",
-            partition_key=name,
+            run_key=f"nightly-{night}-{what}-{label}",
+            partition_key=key,
             tags={"worldflux/night": night},
         )
-        for name in DATASETS
+        for label, key in partitions
     ]
+
+
+def dataset_requests(night: str) -> list[dg.RunRequest]:
+    return _nightly(night, "dataset", [(name, name) for name in DATASETS])
 
 
 def checkpoint_requests(night: str) -> list[dg.RunRequest]:
-    return [
-        dg.RunRequest(
-            run_key=f"nightly-{night}-checkpoint-{family}-{seed}",
-            partition_key=checkpoint_key(family, seed),
-            tags={"worldflux/night": night},
-        )
-        for family in FAMILIES
-        for seed in SEEDS
-    ]
+    keys = [(f"{f}-{s}", checkpoint_key(f, s)) for f in FAMILIES for s in SEEDS]
+    return _nightly(night, "checkpoint", keys)
 
 
 def repeatability_requests(night: str) -> list[dg.RunRequest]:
-    return [
-        dg.RunRequest(
-            run_key=f"nightly-{night}-repeatability-{family}",
-            partition_key=family,
-            tags={"worldflux/night": night},
-        )
-        for family in FAMILIES
-    ]
+    return _nightly(night, "repeatability", [(family, family) for family in FAMILIES])
 
 
 @dg.schedule(
