@@ -20,8 +20,6 @@ from quality.gates.common import Run, ok_runs
 from quality.gates.result import GateResult, Status, measured, skipped
 from quality.policy import Policy
 
-KINDS = ("reference", "token", "diffusion", "jepa", "vjepa2", "skeleton")
-
 
 def kind_of(policy: Policy, maturity: str) -> str | None:
     """The family's gate kind: ``skeleton`` by maturity, else its policy's ``kind``."""

@@ -252,11 +252,6 @@ def known_kind(kind: str | None) -> bool:
     return kind in LEARNING_KINDS or kind == "skeleton"
 
 
-def all_names(policies: list[tuple[Policy, str | None]]) -> list[str]:
-    """Every gate name over several families (the union, in registry order)."""
-    return list(dict.fromkeys(n for p, k in policies for n in expected_names(p, k)))
-
-
 def evaluate(evidence: Evidence) -> list[GateResult]:
     """Every gate of the family, in report order. A required gate that came out not
     applicable fails: the policy says the family must be judged by it."""
