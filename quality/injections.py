@@ -28,7 +28,8 @@ from quality import probes
 from quality.evaluate import build_report, evaluate_gates
 from quality.policy import Policy, load_policy
 from quality.report import validate_report
-from quality.seed_run import SeedRunSpec, measure_stored, run_seed
+from quality.seed_run import SeedRunSpec, run_seed, with_stored_measurements
+from quality.sweep import repeat_runs
 from worldflux import WorldModel
 from worldflux.core.types import State, Trajectory
 from worldflux.data import TrajectoryDataset, load_bundled
@@ -333,21 +334,15 @@ def run(
         for index, seed in enumerate(seeds):
             changes = {"dataset": data.name, "device": device, **item.per_seed.get(index, {})}
             spec = SeedRunSpec.from_policy(policy, seed, steps, **changes)
-            record = run_seed(
-                spec, policy, checkpoint_root=Path(tmp), data=data, model_factory=item.factory
+            runs.append(
+                run_seed(
+                    spec, policy, checkpoint_root=Path(tmp), data=data, model_factory=item.factory
+                )
             )
-            if record["status"] == "ok" and record.get("checkpoint"):
-                path = Path(record["checkpoint"]["path"])
-                record["stored"] = measure_stored(path, record, policy, data, device=device)
-            runs.append(record)
-        repeat_steps = int(policy.training["repeat_steps"])
-        spec = SeedRunSpec.from_policy(
-            policy, seeds[0], repeat_steps, dataset=data.name, device=device, kind="repeat"
+        runs = with_stored_measurements(runs, policy, data, device=device)
+        repeats = repeat_runs(
+            policy, seeds[0], data=data, device=device, model_factory=item.repeat_factory
         )
-        repeats = [
-            run_seed(spec, policy, with_probes=False, data=data, model_factory=item.repeat_factory)
-            for _ in range(2)
-        ]
         gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=data.spec.obs_shape)
         report = build_report(runs, policy, gates, repeats=repeats)
     validate_report(report)

@@ -277,6 +277,23 @@ def measure_stored(
         return {"error": f"{type(err).__name__}: {err}"}
 
 
+def with_stored_measurements(
+    runs: list[dict[str, Any]], policy: Policy, data: TrajectoryDataset, *, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """The records, each finished seed with the re-measurement of the checkpoint it saved to a
+    local folder (``record["stored"]``, see ``measure_stored``): what a local sweep's gates
+    judge. The orchestration downloads and verifies the object-store copy instead."""
+    return [
+        {
+            **r,
+            "stored": measure_stored(Path(r["checkpoint"]["path"]), r, policy, data, device=device),
+        }
+        if r["status"] == "ok" and r.get("checkpoint")
+        else r
+        for r in runs
+    ]
+
+
 def _create(spec: SeedRunSpec, data: TrajectoryDataset) -> WorldModel:
     family = worldflux.canonical_family(spec.family)
     return worldflux.create_world_model_for(f"{family}:{spec.preset}", data.spec, **spec.overrides)

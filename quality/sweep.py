@@ -17,8 +17,8 @@ from typing import Any
 import worldflux
 from quality.evaluate import build_report, evaluate_gates
 from quality.policy import Policy, load_policy
-from quality.seed_run import SeedRunSpec, measure_stored, run_seed, split
-from worldflux import ConfigError, WorldFluxError
+from quality.seed_run import SeedRunSpec, run_seed, split, with_stored_measurements
+from worldflux import ConfigError, WorldFluxError, WorldModel
 from worldflux.data import TrajectoryDataset, load_bundled
 
 SEED_RUNS_VERSION = 1
@@ -132,7 +132,12 @@ def execute(
 
 
 def repeat_runs(
-    policy: Policy, seed: int, *, data: TrajectoryDataset | None = None, device: str = "cpu"
+    policy: Policy,
+    seed: int,
+    *,
+    data: TrajectoryDataset | None = None,
+    device: str = "cpu",
+    model_factory: Callable[[SeedRunSpec, TrajectoryDataset], WorldModel] | None = None,
 ) -> list[dict[str, Any]]:
     """The two same-seed re-runs the repeatability gate compares (none when the policy's
     ``repeat_steps`` is 0)."""
@@ -141,7 +146,10 @@ def repeat_runs(
         return []
     changes: dict[str, Any] = {} if data is None else {"dataset": data.name}
     spec = SeedRunSpec.from_policy(policy, seed, steps, device=device, kind="repeat", **changes)
-    return [run_seed(spec, policy, with_probes=False, data=data) for _ in range(2)]
+    return [
+        run_seed(spec, policy, with_probes=False, data=data, model_factory=model_factory)
+        for _ in range(2)
+    ]
 
 
 def family_report(
@@ -171,12 +179,7 @@ def family_report(
         data = load_bundled(dataset)
     obs_shape = data.spec.obs_shape if data is not None else ()
     if data is not None:  # the gates judge the stored weights, re-measured here
-        runs = [
-            {**r, "stored": measure_stored(Path(r["checkpoint"]["path"]), r, policy, data)}
-            if r["status"] == "ok" and r.get("checkpoint")
-            else r
-            for r in runs
-        ]
+        runs = with_stored_measurements(runs, policy, data)
     gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=obs_shape)
     return build_report(runs, policy, gates, repeats=repeats)
 
