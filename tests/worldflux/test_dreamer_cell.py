@@ -50,13 +50,19 @@ def test_fused_step_matches_autograd_values_and_gradients(
     assert all(g.abs().sum() > 0 for g in g_fast)
 
 
-def test_sequence_filter_equals_step_by_step_update(cartpole: TrajectoryDataset) -> None:
+def test_sequence_filter_equals_encode_then_step_by_step_update(
+    cartpole: TrajectoryDataset,
+) -> None:
+    """Training's filter and the step-by-step contract agree: a segment starts as ``encode``
+    (no history, no action; segments may start mid-episode), then ``update`` per step."""
     model = make_model("dreamerv3", cartpole).eval()
     batch = cartpole.fixed_batches(1, 3, 6, seed=0)[0]
+    assert batch.action[:, 0].abs().sum() > 0  # the recorded first action is ignored
     with torch.no_grad():
         hs, zs, _ = model.observe(batch)
-        state = model.initial_state(3)
+        state = model.encode(batch.obs[:, 0])
         for t in range(6):
-            state = model.update(state, batch.action[:, t], batch.obs[:, t])
+            if t:
+                state = model.update(state, batch.action[:, t], batch.obs[:, t])
             assert torch.allclose(state["deter"], hs[t], atol=1e-6)
             assert torch.equal(state["stoch"], zs[t])

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import worldflux
 from tests.worldflux.conftest import make_model
 from worldflux import TrainingDivergedError
 from worldflux.data import TrajectoryDataset
@@ -116,3 +117,49 @@ def test_history_records_every_step(cartpole: TrajectoryDataset) -> None:
     assert [step for step, _ in history.evaluations] == [4, 8, 12]
     assert result.samples_per_second > 0
     assert result.sample_seconds < result.train_seconds
+
+
+def test_trainer_fits_observation_statistics_once(
+    cartpole: TrajectoryDataset, pendulum: TrajectoryDataset
+) -> None:
+    """DreamerV3 standardizes observations with training statistics (the pole angle would
+    otherwise weigh ~60x less than the cart position); a fitted model keeps its statistics when
+    trained further on other data, so its inputs keep their meaning."""
+    train, _ = cartpole.split(0.2, seed=0)
+    model = make_model("dreamerv3", cartpole)
+    assert int(model.obs_scaler.rows) == 0
+    Trainer(model, train, CONFIG)
+    observations = torch.as_tensor(train.columns()["observation"], dtype=torch.float64)
+    assert int(model.obs_scaler.rows) == len(train)
+    assert torch.allclose(model.obs_scaler.loc.double(), observations.mean(0), atol=1e-6)
+    expected = observations.std(0, unbiased=False)
+    assert torch.allclose(model.obs_scaler.scale.double(), expected, rtol=1e-5)
+    assert float(model.obs_scaler.scale[2]) < 0.2 * float(model.obs_scaler.scale[0])  # theta
+
+    fitted = model.obs_scaler.loc.clone(), model.obs_scaler.scale.clone()
+    other = cartpole.split(0.5, seed=3)[1]
+    Trainer(model, other, CONFIG)
+    assert torch.equal(model.obs_scaler.loc, fitted[0])
+    assert torch.equal(model.obs_scaler.scale, fitted[1])
+
+    # A family without a scaler is left alone and asks for no statistics.
+    tdmpc2 = make_model("tdmpc2", pendulum)
+    assert tdmpc2.fit_observation_statistics(lambda: pytest.fail("statistics computed")) is False
+
+
+def test_observation_statistics_travel_with_the_weights(
+    cartpole: TrajectoryDataset, tmp_path: Path
+) -> None:
+    model = make_model("dreamerv3", cartpole)
+    Trainer(model, cartpole, CONFIG)
+    model.save_pretrained(tmp_path / "m")
+    loaded = worldflux.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.obs_scaler.scale, model.obs_scaler.scale)
+    assert int(loaded.obs_scaler.rows) == int(model.obs_scaler.rows) > 0
+    batch = cartpole.fixed_batches(1, 4, 2, seed=0)[0]
+    with torch.no_grad():
+        a = model.eval().decode(model.encode(batch.obs[:, 0])).observation
+        b = loaded.eval().decode(loaded.encode(batch.obs[:, 0])).observation
+    assert a is not None
+    assert b is not None
+    assert torch.equal(a, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 
 from worldflux.core.errors import CapabilityError
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State, Trajectory, stack_states
+from worldflux.nn import ObservationScaler
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -133,6 +135,21 @@ class WorldModel(nn.Module):
 
     def after_optimizer_step(self) -> None:
         """Called by the trainer after every optimizer step (EMA targets live here)."""
+
+    def fit_observation_statistics(self, observations: Callable[[], Tensor]) -> bool:
+        """Fit every not yet fitted ``ObservationScaler`` of the model on training observations
+        [N, *obs_shape], which ``observations()`` returns (called only if one needs them). The
+        trainer calls this before the first step; a model that was already fitted (loaded
+        weights being fine-tuned) keeps its statistics, so its inputs keep their meaning.
+        Returns whether anything was fitted."""
+        scalers = [
+            m for m in self.modules() if isinstance(m, ObservationScaler) and int(m.rows) == 0
+        ]
+        if scalers:
+            rows = observations()
+            for scaler in scalers:
+                scaler.fit(rows.to(scaler.loc.device))
+        return bool(scalers)
 
     # --- persistence (implemented in worldflux.core.serialization) ----------------------
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -29,6 +29,14 @@ if TYPE_CHECKING:
     from worldflux.training.callbacks import Callback
 
 
+STATISTICS_ROWS = 65_536  # at most this many training rows, evenly spaced, give the statistics
+
+
+def _statistics_rows(data: TrajectoryDataset) -> torch.Tensor:
+    rows = np.unique(np.linspace(0, len(data) - 1, STATISTICS_ROWS).astype(np.int64))
+    return torch.as_tensor(data.columns()["observation"][rows], dtype=torch.float32)
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     steps: int = 500
@@ -101,6 +109,9 @@ class Trainer:
         self.model = model.to(self.device)
         self.model.train()
         self.train_data = train_data
+        # Families that standardize observations fit their statistics on the training data
+        # once, before the first step.
+        self.model.fit_observation_statistics(lambda: _statistics_rows(train_data))
         self.callbacks: Sequence[Callback] = list(callbacks)
         self.rng = np.random.default_rng(config.seed)
         self.step = 0

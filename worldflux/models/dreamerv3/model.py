@@ -23,7 +23,7 @@ from worldflux.core.registry import register_family
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State
 from worldflux.models.dreamerv3.cell import PosteriorStep, StraightThroughCategorical
 from worldflux.models.dreamerv3.config import PRESETS, DreamerV3Config
-from worldflux.nn import TwoHot, mlp, symexp, symlog
+from worldflux.nn import ObservationScaler, TwoHot, mlp, symexp, symlog
 
 
 @register_family(
@@ -48,6 +48,8 @@ class DreamerV3(WorldModel):
         self.obs_dim = math.prod(spec.obs_shape)
         self.stoch_dim = c.stoch * c.classes
         feat = c.deter + self.stoch_dim
+        # Observations are standardized per dimension with training statistics, then symlog'd.
+        self.obs_scaler = ObservationScaler(self.obs_dim)
         self.encoder = mlp(self.obs_dim, c.hidden, c.hidden, c.layers)
         # The first layers of the prior input and of the posterior are split by input, so the
         # parts that do not depend on the recurrence (action, embedding) are computed for all
@@ -92,8 +94,13 @@ class DreamerV3(WorldModel):
         return -1.0 / torch.log(u)  # 1 / Exp(1)
 
     # --- recurrent steps --------------------------------------------------------------------
+    def _target(self, obs: Tensor) -> Tensor:
+        """What the encoder reads and the decoder predicts: symlog of the standardized
+        observation, flattened."""
+        return symlog(self.obs_scaler.normalize(obs.flatten(-len(self.spec.obs_shape))))
+
     def _embed(self, obs: Tensor) -> Tensor:
-        return self.encoder(symlog(obs.flatten(-len(self.spec.obs_shape))))
+        return self.encoder(self._target(obs))
 
     def _action_proj(self, action: Tensor) -> Tensor:
         """The action's share of the prior's input layer (with that layer's bias)."""
@@ -122,10 +129,10 @@ class DreamerV3(WorldModel):
 
     # --- contract -------------------------------------------------------------------------
     def encode(self, obs: Tensor) -> State:
-        state = self.initial_state(obs.shape[0])
-        logits = self._post_logits(state["deter"], self._embed_proj(obs))
-        z = self._sample(logits, self._race(obs.shape[0]))
-        return State({"deter": state["deter"], "stoch": z})
+        # The first step of a sequence, exactly as ``observe`` takes it: one GRU step from the
+        # zero state with no action, then the posterior.
+        no_action = torch.zeros(obs.shape[0], self.spec.action_dim, device=obs.device)
+        return self.update(self.initial_state(obs.shape[0]), no_action, obs)
 
     def transition(self, state: State, action: Tensor) -> State:
         h = self._img_step(state["deter"], state["stoch"], self._action_proj(action))
@@ -139,7 +146,8 @@ class DreamerV3(WorldModel):
 
     def decode(self, state: State) -> ModelOutput:
         feat = torch.cat([state["deter"], state["stoch"]], -1)
-        obs = symexp(self.decoder(feat)).reshape(*feat.shape[:-1], *self.spec.obs_shape)
+        flat = self.obs_scaler.denormalize(symexp(self.decoder(feat)))
+        obs = flat.reshape(*feat.shape[:-1], *self.spec.obs_shape)
         return ModelOutput(
             observation=obs,
             reward=self.twohot.mean(self.reward_head(feat)),
@@ -164,6 +172,9 @@ class DreamerV3(WorldModel):
         steps, size = obs.shape[:2]
         embed_proj = self._embed_proj(obs)
         act_proj = self._action_proj(batch.action.transpose(0, 1))
+        # A segment starts without history, as in ``encode``: its first step sees no action
+        # (segments may start mid-episode, where the recorded action is not zero).
+        act_proj = torch.cat([self.img_z.bias.expand_as(act_proj[:1]), act_proj[1:]])
         keep = (1.0 - batch.is_first.transpose(0, 1)).unsqueeze(-1)
         # Segments from our sampler start at t=0 and never cross episodes; skip the masking
         # multiplications unless an episode starts mid-segment.
@@ -189,8 +200,7 @@ class DreamerV3(WorldModel):
         c: DreamerV3Config = self.config
         h, z, post_logits = self.observe(batch)
         feat = torch.cat([h, z], -1)
-        obs = batch.obs.transpose(0, 1).flatten(2)
-        recon = (self.decoder(feat) - symlog(obs)).pow(2).sum(-1).mean()
+        recon = (self.decoder(feat) - self._target(batch.obs.transpose(0, 1))).pow(2).sum(-1).mean()
         reward = self.twohot.loss(self.reward_head(feat), batch.reward.transpose(0, 1)).mean()
         cont_target = 1.0 - batch.terminated.transpose(0, 1)
         cont = F.binary_cross_entropy_with_logits(self.cont_head(feat).squeeze(-1), cont_target)
