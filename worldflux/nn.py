@@ -45,6 +45,10 @@ class ObservationScaler(nn.Module):
     came from; 0 means not fitted yet, and the scaler is then the identity.
     """
 
+    loc: Tensor
+    scale: Tensor
+    rows: Tensor
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(dim))

@@ -1,6 +1,7 @@
 """DreamerV3 world model: a recurrent state-space model (RSSM) for vector observations.
 
-State = (h, z): h is a GRU state (deterministic), z is 'stoch' one-hot categoricals.
+State = (h, z): h is a GRU state (deterministic), z is 'stoch' one-hot categoricals (sampled in
+training; their expectation, the class probabilities, in evaluation).
     prior:      h_t = GRU(h_{t-1}, [z_{t-1}, a_t]),   z_t ~ p(z | h_t)
     posterior:  z_t ~ q(z | h_t, embed(x_t))
 Heads read feat = [h_t, z_t]: decoder -> symlog(x_t), reward (two-hot), continue (Bernoulli).
@@ -81,12 +82,13 @@ class DreamerV3(WorldModel):
         return (1 - c.unimix) * probs + c.unimix / c.classes
 
     def _sample(self, logits: Tensor, race: Tensor | None) -> Tensor:
-        """One-hot sample (the mode when ``race`` is None) with straight-through gradients."""
+        """One-hot sample with straight-through gradients; the expected one-hot (the mixed
+        probabilities) when ``race`` is None."""
         c: DreamerV3Config = self.config
         return StraightThroughCategorical.apply(logits, race, c.classes, c.unimix)
 
     def _race(self, *shape: int) -> Tensor | None:
-        # Deterministic (mode) latents outside training, so evaluation is repeatable.
+        # Deterministic (expected) latents outside training, so evaluation is repeatable.
         if not self.training:
             return None
         c: DreamerV3Config = self.config
