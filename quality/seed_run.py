@@ -96,8 +96,9 @@ def state_digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         value = tensor.detach().cpu().contiguous()
+        flat = value.reshape(-1)  # 0-dim tensors (counters) cannot be viewed as bytes
         digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
 
 
