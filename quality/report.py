@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import jsonschema
 
 from quality.evaluate import verdict
+from quality.gates.common import HEADROOM_REFERENCES
 from quality.gates.family import kind_of
 from quality.gates.registry import expected_names, spec_for
 from quality.gates.result import compare
@@ -154,6 +156,33 @@ def _fmt(value: Any) -> str:
 STATUS_MARK = {"pass": "PASS", "fail": "FAIL", "skipped": "SKIPPED", "not_applicable": "n/a"}
 
 
+def _headroom(results: list[dict[str, Any]]) -> list[str]:
+    """Per horizon, the seeds' median open-loop NMSE beside the trivial baselines and what the
+    data allows (the success gate's per-seed evidence); nothing when no seed was probed."""
+    success = next((g for g in results if g["name"] == "common.seed_success_rate"), None)
+    per_seed = [
+        s["per_horizon"] for s in ((success or {}).get("evidence") or {}).get("per_seed", [])
+    ]
+    per_seed = [h for h in per_seed if h]
+    if not per_seed:
+        return []
+    columns = ("model", *HEADROOM_REFERENCES)
+    lines = [
+        "",
+        "## Headroom (held-out open-loop NMSE, median over seeds)",
+        "",
+        "| steps ahead | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for k in per_seed[0]:
+        cells = []
+        for c in columns:
+            values = [h[k][c] for h in per_seed if k in h and h[k].get(c) is not None]
+            cells.append(_fmt(statistics.median(values)) if values else "-")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     gates = report["gates"]
     verdict = "RELEASABLE" if gates["release_pass"] else "BLOCKED"
@@ -192,6 +221,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {g['name']} | {STATUS_MARK[g['status']]} | {_fmt(g['value'])} | {threshold} "
             f"| {reason} |"
         )
+    lines += _headroom(gates["results"])
     lines += [
         "",
         "## Seeds",

@@ -6,11 +6,12 @@ Each run (family:preset:steps) trains one model per seed on its policy's data se
 gate sweep does (``quality.seed_run.run_seed``), then prints, per horizon of the policy, the
 normalized open-loop error (NMSE; quality/skill.py) of the model and of the baselines measured on
 the same fixed held-out segments: predicting the training mean, persistence (nothing changes), a
-least-squares linear model of the next observation from (observation, action), and the model
-with its action sequences shuffled across the batch; then the skill over the better trivial
-baseline, and the posterior reconstruction (the last observed step decoded, or read out, from
-the filtered state). Figures are medians over the seeds. Output: a Markdown table (stdout),
-progress on stderr.
+least-squares linear model of the next observation from (observation, action), a small residual
+MLP of the change of the observation fitted on the training set (vector observations only; "-"
+for images), and the model with its action sequences shuffled across the batch; then the skill
+over the better trivial baseline, and the posterior reconstruction (the last observed step
+decoded, or read out, from the filtered state). Figures are medians over the seeds. Output: a
+Markdown table (stdout), progress on stderr.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import torch
 from quality.policy import load_policy
 from quality.seed_run import SeedRunSpec, run_seed
 
-COLUMNS = ("model", "mean", "persistence", "linear", "shuffled_actions", "skill")
+COLUMNS = ("model", "mean", "persistence", "linear", "residual_mlp", "shuffled_actions", "skill")
+
+
+def _median(values: list[float | None]) -> float | None:
+    """None when the figure was not measured (the residual MLP on images)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def _runs(text: str) -> list[tuple[str, str, int]]:
@@ -83,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         whole = statistics.median(p["skill"] for p in per_seed)
         recon = statistics.median(p["reconstruction"] for p in per_seed)
         for k in per_seed[0]["horizons"]:
-            cells = [statistics.median(p["horizons"][k][c] for p in per_seed) for c in COLUMNS]
+            cells = [_median([p["horizons"][k].get(c) for p in per_seed]) for c in COLUMNS]
             print(
                 f"| {family}:{preset}, {steps} steps ({per_seed[0]['space']}) | "
                 f"{policy.training['dataset']} | {k} | "
-                + " | ".join(f"{v:.3g}" for v in cells)
+                + " | ".join("-" if v is None else f"{v:.3g}" for v in cells)
                 + f" | {whole:.3f} | {recon:.3g} |"
             )
         sys.stdout.flush()

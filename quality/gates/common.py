@@ -45,6 +45,11 @@ def seed_succeeded(run: Run, policy: Policy) -> bool:
     return run["status"] == "ok" and skill is not None and skill >= policy["min_skill"]
 
 
+# What a seed's figures are compared with, per horizon (quality/skill.py): the trivial baselines,
+# then what the data allows (a linear model, a residual MLP fitted by the probe).
+HEADROOM_REFERENCES = ("mean", "persistence", "linear", "residual_mlp")
+
+
 def _skill_evidence(run: Run) -> dict[str, Any]:
     probe = run.get("probes", {}).get("skill", {})
     horizons = probe.get("horizons", {})
@@ -53,7 +58,7 @@ def _skill_evidence(run: Run) -> dict[str, Any]:
         "error": probe.get("error"),
         "space": probe.get("space"),
         "per_horizon": {
-            k: {n: f.get(n) for n in ("skill", "model", "baseline", "mean", "persistence")}
+            k: {n: f.get(n) for n in ("skill", "model", "baseline", *HEADROOM_REFERENCES)}
             | {"baseline_nmse": f.get(f.get("baseline", ""), None)}
             for k, f in horizons.items()
         },

@@ -44,6 +44,7 @@ def skill_probe(
         figures |= {
             "model": (1.0 - skill) * figures[baseline],
             "linear": 0.5 * figures[baseline],
+            "residual_mlp": 0.01 * figures[baseline],
             "shuffled_actions": 1.5 * figures[baseline],
             "baseline": baseline,
             "skill": skill,
