@@ -25,10 +25,11 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_FAMILIES = ("tdmpc2", "diffusion")
-# Training steps per demo family; None: the family policy's training.steps (1000 for tdmpc2,
-# which then passes every gate and is released). diffusion is trained briefly on purpose: it
-# has no held-out skill yet and is honestly blocked, so the demo shows a refusal too.
-DEMO_STEPS: dict[str, int | None] = {"tdmpc2": None, "diffusion": 100}
+# Training steps per demo family; None: the family policy's training.steps. tdmpc2 passes every
+# gate at 1,000 steps and is released (its nightly policy trains 3,000 to predict Pendulum as
+# precisely as issue 10 asks, which the demo does not need). diffusion is trained briefly on
+# purpose: it has no held-out skill yet and is honestly blocked, so the demo shows a refusal too.
+DEMO_STEPS: dict[str, int | None] = {"tdmpc2": 1000, "diffusion": 100}
 
 # Logs and pipes get wide lines: a table folded at 80 columns splits gate names mid-word.
 console = Console(width=None if sys.stdout.isatty() else 160)

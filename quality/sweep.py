@@ -30,7 +30,7 @@ RunKey = tuple[str, str, int, int, str]
 class SweepConfig:
     families: tuple[str, ...]
     seeds: tuple[int, ...]
-    steps: int
+    steps: int | None  # None: each family's policy (training.steps)
     device: str = "cpu"
     repeat_steps: int | None = None  # None: the policy's; 0: no repeatability runs
     threads: int | None = None
@@ -54,8 +54,9 @@ def planned_runs(
     specs = []
     for family in config.families:
         policy = policies[family]
+        steps = int(policy.training["steps"]) if config.steps is None else config.steps
         for seed in config.seeds:
-            specs.append(SeedRunSpec.from_policy(policy, seed, config.steps, **changes))
+            specs.append(SeedRunSpec.from_policy(policy, seed, steps, **changes))
         repeat = (
             policy.training["repeat_steps"] if config.repeat_steps is None else config.repeat_steps
         )

@@ -3,7 +3,8 @@
     python scripts/measure_quality_gates.py --models dreamer,tdmpc2 --seeds 0,1,2,3,4 \
         --steps 5000 --device auto
 
-Trains every family for every seed on its bundled data set (quality/policies/<family>.json),
+Trains every family for every seed on its bundled data set (quality/policies/<family>.json) for
+``--steps`` steps, by default the policy's own (``training.steps``, what the nightly trains),
 plus two short same-seed re-runs for the repeatability gate, and writes
 ``reports/quality-gates/seed_runs.json`` after every run. ``--append`` resumes an interrupted
 sweep: runs already in the file are not repeated. At the end it evaluates every gate and writes
@@ -65,7 +66,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--models", default="dreamer,tdmpc2", help="families (aliases allowed)")
     parser.add_argument("--seeds", type=_seeds, default=(0, 1, 2, 3, 4))
-    parser.add_argument("--steps", type=int, default=5000, help="training steps per seed")
+    parser.add_argument(
+        "--steps", type=int, default=None,
+        help="training steps per seed (default: each family's policy, its nightly steps)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     parser.add_argument(
@@ -81,7 +85,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--append", action="store_true", help="resume: keep runs already saved")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a family is blocked")
     args = parser.parse_args(argv)
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         parser.error("--steps must be >= 1")
     try:
         args.families = resolve_families(args.models.split(","))

@@ -4,7 +4,9 @@ every gate evaluated, the report validated); a healthy family passes.
 
 The injections are the ones the script measures (``quality.injections.INJECTIONS``), with fewer
 training steps where the gate does not depend on what was learned. The healthy control and the
-noise data sets run at what the verdict needs: tdmpc2 at its nightly policy's steps.
+noise data sets run at what the verdict needs: tdmpc2 at 1,000 steps, where every gate already
+passes (its nightly policy trains 3,000 to reach issue 10's prediction targets, which no gate
+needs; docs/worldflux.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from quality.report import render_markdown
 
 SHORT = 60  # steps for faults whose gate does not need a learned model
 NOISE_STEPS = 200
+HEALTHY_STEPS = 1000
 
 
 def _relaxed_latency(family: str) -> Policy:
@@ -40,12 +43,12 @@ def _reason(report: dict[str, Any], name: str) -> str:
 
 @pytest.fixture(scope="module")
 def healthy() -> Outcome:
-    return run(injection("healthy tdmpc2"), policy=_relaxed_latency("tdmpc2"))
+    return run(injection("healthy tdmpc2"), steps=HEALTHY_STEPS, policy=_relaxed_latency("tdmpc2"))
 
 
-def test_tdmpc2_on_real_data_passes_every_gate_at_the_nightly_steps(healthy: Outcome) -> None:
+def test_tdmpc2_on_real_data_passes_every_gate(healthy: Outcome) -> None:
     report = healthy.report
-    assert report["steps"] == load_policy("tdmpc2").training["steps"]
+    assert report["steps"] == HEALTHY_STEPS
     assert healthy.blocking == set(), healthy.blocking
     assert report["gates"]["release_pass"]
     assert report["success_rate"] == 1.0
@@ -100,7 +103,7 @@ def test_stored_weights_disagreeing_with_the_training_step_fail_closed() -> None
 
 def test_the_four_of_five_boundary(healthy: Outcome) -> None:
     """ceil(0.8 x 5) = 4: four succeeding seeds pass the success gate, three fail. The seeds are
-    real: the healthy sweep's (skill measured at the nightly steps) and frozen ones."""
+    real: the healthy sweep's and frozen ones."""
     policy = load_policy("tdmpc2")
     frozen = run(
         dataclasses.replace(injection("frozen lr"), seeds=2),
