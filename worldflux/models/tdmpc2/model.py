@@ -25,7 +25,15 @@ from worldflux.core.model import Capability, Maturity, ModelSpec, WorldModel
 from worldflux.core.registry import register_family
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State, Trajectory
 from worldflux.models.tdmpc2.config import PRESETS, TDMPC2Config
-from worldflux.nn import TwoHot, ema_update, mlp, simnorm
+from worldflux.models.tdmpc2.heads import (
+    run_mlp,
+    simnorm_feature_major,
+    two_hot_ce,
+    two_hot_mean,
+    two_hot_pairs,
+)
+from worldflux.models.tdmpc2.rollout import latent_rollout
+from worldflux.nn import TwoHot, mlp, simnorm
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
@@ -70,29 +78,46 @@ class TDMPC2(WorldModel):
     def _next(self, z: Tensor, a: Tensor) -> Tensor:
         return simnorm(self.dynamics(torch.cat([z, a], -1)), self.config.simnorm_dim)
 
-    def _q(self, qs: nn.ModuleList, z: Tensor, a: Tensor) -> Tensor:
-        """Q values of every network in ``qs``: [num_q, ...]."""
+    def _q(self, qs: nn.ModuleList, z: Tensor, a: Tensor, *, frozen: bool = False) -> Tensor:
+        """Q values of every network in ``qs``: [num_q, ...]. ``frozen``: no gradient reaches
+        the networks' parameters."""
         za = torch.cat([z, a], -1)
-        return torch.stack([self.twohot.mean(q(za)) for q in qs])
+        return torch.stack([self._q_value(q, za, frozen=frozen) for q in qs])
 
-    def _policy_value(self, qs: nn.ModuleList, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Q of the policy prior's action at z, per network ([num_q, ...]), and the policy's
-        entropy ([...]). Stochastic while training, the mean action otherwise."""
-        c: TDMPC2Config = self.config
-        if c.discrete_actions:
-            probs = F.softmax(self.policy(z), -1)
-            n = self.spec.action_dim
-            eye = torch.eye(n, device=z.device).expand(*z.shape[:-1], n, n)
-            q = self._q(qs, z.unsqueeze(-2).expand(*z.shape[:-1], n, z.shape[-1]), eye)
-            entropy = -(probs * probs.clamp_min(1e-8).log()).sum(-1)
-            return (q * probs).sum(-1), entropy
-        mean, raw_log_std = self.policy(z).chunk(2, -1)
+    def _q_value(self, q: nn.Module, za: Tensor, *, frozen: bool = False) -> Tensor:
+        return two_hot_mean(run_mlp(q, za, frozen=frozen), self.twohot.bins)
+
+    def _policy_sample(self, z: Tensor, *, log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
+        """The continuous policy prior's action at z (stochastic while training, the mean
+        otherwise) and, if asked, its log-probability."""
+        mean, raw_log_std = run_mlp(self.policy, z).chunk(2, -1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(raw_log_std) + 1)
         eps = torch.randn_like(mean) if self.training else torch.zeros_like(mean)
         action = torch.tanh(mean + eps * log_std.exp())
-        log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_prob = log_prob - torch.log(1 - action.pow(2) + 1e-6).sum(-1)  # tanh correction
-        return self._q(qs, z, action), -log_prob
+        if not log_prob:
+            return action, None
+        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = logp - torch.log(1 - action.pow(2) + 1e-6).sum(-1)  # tanh correction
+        return action, logp
+
+    def _policy_value(
+        self, qs: nn.ModuleList, z: Tensor, *, frozen: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Q of the policy prior's action at z, per network ([num_q, ...]), and the policy's
+        entropy ([...]). Stochastic while training, the mean action otherwise. ``frozen``: no
+        gradient reaches the Q networks' parameters."""
+        c: TDMPC2Config = self.config
+        if c.discrete_actions:
+            probs = F.softmax(run_mlp(self.policy, z), -1)
+            n = self.spec.action_dim
+            eye = torch.eye(n, device=z.device).expand(*z.shape[:-1], n, n)
+            zs = z.unsqueeze(-2).expand(*z.shape[:-1], n, z.shape[-1])
+            q = self._q(qs, zs, eye, frozen=frozen)
+            entropy = -(probs * probs.clamp_min(1e-8).log()).sum(-1)
+            return (q * probs).sum(-1), entropy
+        action, logp = self._policy_sample(z)
+        assert logp is not None
+        return self._q(qs, z, action, frozen=frozen), -logp
 
     def act(self, obs: Tensor) -> Tensor:
         """The policy prior's action for observations [B, *obs_shape] (mean / argmax)."""
@@ -134,38 +159,35 @@ class TDMPC2(WorldModel):
 
     def loss(self, batch: Batch) -> LossOutput:
         c: TDMPC2Config = self.config
-        obs = batch.obs.transpose(0, 1)
+        obs = batch.obs.transpose(0, 1).flatten(2)
         action = batch.action.transpose(0, 1)[1:]
         reward = batch.reward.transpose(0, 1)[1:]
         done = batch.terminated.transpose(0, 1)[1:]
         horizon = action.shape[0]
         weight = c.rho ** torch.arange(horizon, dtype=obs.dtype, device=obs.device)
         weight = weight / weight.sum()
+        bins = self.twohot.bins
 
         with torch.no_grad():
-            next_z = self._encode(obs[1:])
-            target_q = self._policy_value(self.target_qs, next_z)[0]
-            # The min of two target networks curbs over-estimation.
-            pick = torch.randperm(c.num_q)[:2] if self.training else torch.arange(2)
-            td_target = reward + c.discount * (1 - done) * target_q[pick].min(0).values
+            next_z = simnorm_feature_major(run_mlp(self.encoder, obs[1:]), c.simnorm_dim)
+            target_q = self._target_q(next_z)
+            td_target = reward + c.discount * (1 - done) * target_q
 
-        z = self._encode(obs[0])
-        zs, preds = [], []
-        for t in range(horizon):
-            zs.append(z)
-            z = self._next(z, action[t])
-            preds.append(z)
-        z_seq = torch.stack(zs)
-        consistency = (weight * (torch.stack(preds) - next_z).pow(2).mean((1, 2))).sum()
+        # z_0 from the first frame, then the dynamics through the whole segment (one graph
+        # node with a hand-written backward, rollout.py).
+        first = run_mlp(self.encoder, obs[0])
+        latents = latent_rollout(first, action, self.dynamics, c.simnorm_dim)
+        z_seq = latents[:-1]
+        consistency = (weight * (latents[1:] - next_z).pow(2).mean((1, 2))).sum()
         za = torch.cat([z_seq, action], -1)
-        reward_loss = (weight * self.twohot.loss(self.reward_head(za), reward).mean(1)).sum()
-        value_ce = torch.stack([self.twohot.loss(q(za), td_target) for q in self.qs])
+        reward_ce = two_hot_ce(run_mlp(self.reward_head, za), two_hot_pairs(reward, bins))
+        reward_loss = (weight * reward_ce.mean(1)).sum()
+        td_pairs = two_hot_pairs(td_target, bins)
+        value_ce = torch.stack([two_hot_ce(run_mlp(q, za), td_pairs) for q in self.qs])
         value_loss = (weight * value_ce.mean((0, 2))).sum()
 
-        # The policy learns through Q without training Q or the encoder.
-        self.qs.requires_grad_(False)
-        q_pi, entropy = self._policy_value(self.qs, z_seq.detach())
-        self.qs.requires_grad_(True)
+        # The policy learns through Q without training Q (detached parameters) or the encoder.
+        q_pi, entropy = self._policy_value(self.qs, z_seq.detach(), frozen=True)
         policy_objective = q_pi.mean(0) + c.entropy_coef * entropy
         policy_loss = -(weight * policy_objective.mean(1)).sum()
 
@@ -185,6 +207,25 @@ class TDMPC2(WorldModel):
             metrics={"world_model_loss": world_model.item(), "entropy": entropy.mean().item()},
         )
 
+    def _target_q(self, next_z: Tensor) -> Tensor:
+        """The min of two target Qs at (z', pi(z')), which curbs over-estimation; the two are
+        drawn at random while training."""
+        c: TDMPC2Config = self.config
+        if c.discrete_actions:
+            all_q = self._policy_value(self.target_qs, next_z)[0]
+            pick = torch.randperm(c.num_q)[:2] if self.training else torch.arange(2)
+            return all_q[pick].min(0).values
+        # Only the two picked networks are evaluated; the policy's noise is drawn before the
+        # pick, in the same order as when every network was evaluated.
+        action, _ = self._policy_sample(next_z, log_prob=False)
+        picked = torch.randperm(c.num_q)[:2].tolist() if self.training else [0, 1]
+        za = torch.cat([next_z, action], -1)
+        first, second = (self._q_value(self.target_qs[i], za) for i in picked)
+        return torch.minimum(first, second)
+
     def after_optimizer_step(self) -> None:
-        """Polyak-average the target Q networks toward the online ones."""
-        ema_update(self.target_qs, self.qs, self.config.tau)
+        """Polyak-average the target Q networks toward the online ones (one fused op)."""
+        with torch.no_grad():
+            torch._foreach_lerp_(
+                list(self.target_qs.parameters()), list(self.qs.parameters()), self.config.tau
+            )
