@@ -22,7 +22,11 @@ from torch import Tensor, nn
 from worldflux.core.model import Capability, Maturity, ModelSpec, WorldModel
 from worldflux.core.registry import register_family
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State
-from worldflux.models.dreamerv3.cell import PosteriorStep, StraightThroughCategorical
+from worldflux.models.dreamerv3.cell import (
+    StraightThroughCategorical,
+    posterior_sequence,
+    softmax,
+)
 from worldflux.models.dreamerv3.config import PRESETS, DreamerV3Config
 from worldflux.nn import ObservationScaler, TwoHot, mlp, symexp, symlog
 
@@ -78,7 +82,7 @@ class DreamerV3(WorldModel):
     # --- categorical latent ---------------------------------------------------------------
     def _probs(self, logits: Tensor) -> Tensor:
         c: DreamerV3Config = self.config
-        probs = F.softmax(logits.reshape(*logits.shape[:-1], c.stoch, c.classes), dim=-1)
+        probs = softmax(logits.reshape(*logits.shape[:-1], c.stoch, c.classes))
         return (1 - c.unimix) * probs + c.unimix / c.classes
 
     def _sample(self, logits: Tensor, race: Tensor | None) -> Tensor:
@@ -183,20 +187,11 @@ class DreamerV3(WorldModel):
         restarts = bool(batch.is_first[:, 1:].any())
         race = self._race(steps, size)
         state = self.initial_state(size)
-        h, z = state["deter"], state["stoch"]
-        params = self._cell_params()
-        hs, zs, logits_seq = [], [], []
-        for t in range(steps):
-            if restarts:  # an episode start resets the recurrent state
-                h, z = h * keep[t], z * keep[t]
-            # One fused node per step (see cell.py); the same math as update().
-            h, z, logits = PosteriorStep.apply(
-                h, z, act_proj[t], embed_proj[t], None if race is None else race[t], *params
-            )
-            hs.append(h)
-            zs.append(z)
-            logits_seq.append(logits)
-        return torch.stack(hs), torch.stack(zs), torch.stack(logits_seq)
+        # One fused node for the whole sequence (see cell.py); the same math as update().
+        return posterior_sequence(
+            state["deter"], state["stoch"], act_proj, embed_proj, race,
+            keep if restarts else None, *self._cell_params(),
+        )  # fmt: skip
 
     def loss(self, batch: Batch) -> LossOutput:
         c: DreamerV3Config = self.config
