@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 import torch
@@ -20,6 +20,16 @@ def cartpole() -> TrajectoryDataset:
 @pytest.fixture(scope="session")
 def pendulum() -> TrajectoryDataset:
     return load_bundled("pendulum")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The ci models are tiny: one thread is faster than two contending ones on a shared CPU
+    (where two OpenMP threads waiting on each other made a 1,000-step run several times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_model(family: str, data: TrajectoryDataset, **overrides: object) -> WorldModel:

@@ -4,7 +4,6 @@ exact save/load."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,7 @@ SEEDS = range(5)
 STEPS = 80  # measured: held-out drop 0.83-0.88 at 80 steps on CartPole, seeds 0-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """The ci model is tiny: one thread is faster than two contending ones on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(data: TrajectoryDataset, size: int = 4, length: int = 8) -> worldflux.Batch:
