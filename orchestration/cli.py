@@ -115,7 +115,22 @@ def status_table(defs: Any, families: Sequence[str]) -> Table:
     return table
 
 
+def _unknown_families(names: Sequence[str]) -> bool:
+    """Print a clear error (no traceback) naming unknown families and the known ones."""
+    from assets.partitions import FAMILIES
+
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        console.print(
+            f"[red]unknown family[/red] {escape(', '.join(map(repr, unknown)))}; the families "
+            f"are: {', '.join(FAMILIES)}"
+        )
+    return bool(unknown)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if _unknown_families(args.families):
+        return 2
     settings, defs, _ = _platform()
     from assets.partitions import FAMILIES
 
@@ -135,6 +150,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     from orchestration import operations as ops
     from orchestration.resources.promotion import actor_from_env
 
+    if _unknown_families([args.family]):
+        return 2
     _, defs, instance = _platform()
     ops.QUIET = True
     actor = actor_from_env(args.actor)
@@ -142,12 +159,14 @@ def cmd_release(args: argparse.Namespace) -> int:
         outcome = ops.release(
             defs, instance, args.family, action=args.command, reason=args.reason, actor=actor
         )
-    if not outcome.success:
-        console.print(f"[red]{args.command} refused[/red] ({outcome.run_id}): {outcome.message}")
+    if not outcome.success:  # the message can quote the actor and the reason: user text
+        console.print(
+            f"[red]{args.command} refused[/red] ({outcome.run_id}): {escape(outcome.message)}"
+        )
         return 1
     aliases = defs.resources["mlflow"].aliases(args.family)
     console.print(
-        f"[green]{args.command} done[/green] by {actor}: {args.family} champion is now "
+        f"[green]{args.command} done[/green] by {escape(actor)}: {args.family} champion is now "
         f"v{aliases.get('champion')} (previous-champion v{aliases.get('previous-champion', '-')}); "
         f"Dagster run {outcome.run_id}"
     )

@@ -316,6 +316,11 @@ def test_cli_status_promote_and_rollback(
     assert cli.main(["promote", FAILING, "--reason", "please", "--actor", "dave"]) == 1
     assert "refused" in capsys.readouterr().out
     assert platform.mlflow.aliases(FAILING) == {}
+    # Rich markup in user text is printed as text, now and in every later status.
+    assert cli.main(["promote", FAILING, "--reason", "[b]why", "--actor", "[/oops]"]) == 1
+    assert "refused" in capsys.readouterr().out
+    assert cli.main(["status", FAILING]) == 0
+    assert "[/oops]" in capsys.readouterr().out
 
     before = platform.mlflow.aliases(HEALTHY)
     assert cli.main(["rollback", HEALTHY, "--reason", "cli rollback", "--actor", "erin"]) == 0

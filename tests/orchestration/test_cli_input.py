@@ -1,0 +1,28 @@
+"""User mistakes on the command line get a clear error, not a traceback, before anything starts
+(no Dagster instance, no servers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from assets.partitions import FAMILIES
+from orchestration import cli
+
+
+@pytest.mark.parametrize(
+    ("argv", "unknown"),
+    [
+        (["promote", "nosuch", "--reason", "x"], "nosuch"),
+        (["rollback", "[/oops]", "--reason", "x"], "[/oops]"),
+        (["status", "tdmpc2", "nosuch"], "nosuch"),
+    ],
+)
+def test_an_unknown_family_is_named_with_the_known_ones(
+    argv: list[str], unknown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    out = capsys.readouterr().out
+    assert "unknown family" in out
+    assert repr(unknown) in out  # printed as given: markup in it is escaped, not interpreted
+    assert all(family in out for family in FAMILIES)
+    assert "Traceback" not in out
