@@ -212,8 +212,19 @@ class ObjectStore(ABC):
                 f"nothing under {self._uri(prefix)}/ to download; check the prefix, or "
                 "materialize the asset that writes it"
             )
-        for key in keys:
-            self._get_file(key, dest / key[len(prefix) + 1 :])
+        # Listed keys come from the store, not from us: every one is checked before anything is
+        # written, so a key such as "<prefix>/../../x" cannot place a file outside ``dest``.
+        relatives = [key[len(prefix) + 1 :] for key in keys]
+        for key, relative in zip(keys, relatives, strict=True):
+            problem = _key_problem(relative)
+            if problem is not None:
+                raise ObjectStoreError(
+                    f"refusing to download {self._uri(prefix)}/: the listed object {key!r} would "
+                    f"be written outside {dest} ({problem}); nothing was downloaded; remove or "
+                    "rename that object in the store"
+                )
+        for key, relative in zip(keys, relatives, strict=True):
+            self._get_file(key, dest / relative)
         return dest
 
     def exists(self, key: str) -> bool:

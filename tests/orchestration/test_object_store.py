@@ -342,3 +342,30 @@ def test_s3_prefix_scopes_every_operation(seaweedfs: SeaweedServer, tmp_path: Pa
     assert outside.list("ds") == ["ds/outside"]
     assert outside.list("team/run-70") == ["team/run-70/ds/x"]
     outside.client.delete_bucket(Bucket=outside.bucket)
+
+
+class _HostileListing(LocalObjectStore):
+    """A store whose listing also returns a key someone else wrote (S3 allows '..' and empty
+    segments in keys; SeaweedFS normalizes them, so the fault is injected in the listing)."""
+
+    def __init__(self, root: Path, extra: str) -> None:
+        super().__init__(root)
+        self.extra = extra
+
+    def _list(self, prefix: str) -> list[str]:
+        return [*super()._list(prefix), self.extra]
+
+
+@pytest.mark.parametrize("suffix", ["../../escaped.txt", "/escaped-abs.txt", "a/./b"])
+def test_get_dir_refuses_a_listed_key_that_escapes_the_destination(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A hostile listed key must not place a file outside the destination (``dest / key`` with
+    '..' or an absolute part), and nothing is downloaded when one is listed."""
+    store = _HostileListing(tmp_path / "objects", f"ckpt/{suffix}")
+    store.put_bytes("ckpt/weights.bin", b"good")
+    dest = tmp_path / "a" / "out"
+    with pytest.raises(ObjectStoreError, match=r"written outside .*nothing was downloaded"):
+        store.get_dir("ckpt", dest)
+    assert not dest.exists()
+    assert not (tmp_path / "escaped.txt").exists()
