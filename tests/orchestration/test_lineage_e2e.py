@@ -322,6 +322,9 @@ def test_cli_status_promote_and_rollback(
     assert cli.main(["status", FAILING]) == 0
     assert "[/oops]" in capsys.readouterr().out
 
+    # A promotion through the CLI, so a previous champion exists whatever ran before.
+    assert cli.main(["promote", HEALTHY, "--reason", "cli promote", "--actor", "erin"]) == 0
+    assert "promote done" in capsys.readouterr().out
     before = platform.mlflow.aliases(HEALTHY)
     assert cli.main(["rollback", HEALTHY, "--reason", "cli rollback", "--actor", "erin"]) == 0
     after = platform.mlflow.aliases(HEALTHY)
