@@ -174,13 +174,22 @@ class MlflowResource(dg.ConfigurableResource):
 
     def aliases(self, family: str) -> dict[str, str]:
         """alias -> version of the family's registered model ({} when none is registered).
-        Read from the registered model: ``search_model_versions`` returns empty aliases."""
+        Read from the registered model: ``search_model_versions`` returns empty aliases. Any
+        other failure (the server unreachable, refused credentials) raises ``MlflowError``: a
+        registry that cannot be read must not look like a model without aliases, or a fault
+        would be recorded as "no previous champion"."""
         from mlflow.exceptions import MlflowException
 
         try:
             model = self.client().get_registered_model(model_name(family))
-        except MlflowException:
-            return {}
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise MlflowError(
+                f"cannot read the aliases of {model_name(family)!r} from the MLflow registry at "
+                f"{self.registry_uri or self.tracking_uri}: {err.message}; check that the server "
+                "is running and reachable (MLFLOW_TRACKING_URI names it), then retry"
+            ) from err
         return {alias: str(version) for alias, version in model.aliases.items()}
 
     def set_alias(self, family: str, alias: str, version: str) -> None:
