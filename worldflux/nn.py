@@ -99,7 +99,8 @@ class TwoHot(nn.Module):
         return -(self.target(value) * F.log_softmax(logits, dim=-1)).sum(-1)
 
     def mean(self, logits: Tensor) -> Tensor:
-        return symexp((F.softmax(logits, dim=-1) * self.bins).sum(-1))
+        # One matrix-vector product rather than a product and a sum: fewer ops and graph nodes.
+        return symexp(torch.matmul(F.softmax(logits, dim=-1), self.bins))
 
 
 def simnorm(x: Tensor, group: int) -> Tensor:

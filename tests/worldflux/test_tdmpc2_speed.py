@@ -17,7 +17,6 @@ from worldflux.models.tdmpc2.heads import (
     run_mlp,
     simnorm_feature_major,
     two_hot_ce,
-    two_hot_mean,
     two_hot_pairs,
 )
 from worldflux.models.tdmpc2.model import LOG_STD_MAX, LOG_STD_MIN, TDMPC2
@@ -64,13 +63,6 @@ def test_two_hot_helpers_match_twohot() -> None:
 
     fast = two_hot_ce(logits, two_hot_pairs(value, twohot.bins))
     ref = twohot.loss(logits, value)
-    torch.testing.assert_close(fast, ref, **TOL)
-    (g_fast,) = torch.autograd.grad((weight * fast).sum(), logits)
-    (g_ref,) = torch.autograd.grad((weight * ref).sum(), logits)
-    torch.testing.assert_close(g_fast, g_ref, **TOL)
-
-    fast = two_hot_mean(logits, twohot.bins)
-    ref = twohot.mean(logits)
     torch.testing.assert_close(fast, ref, **TOL)
     (g_fast,) = torch.autograd.grad((weight * fast).sum(), logits)
     (g_ref,) = torch.autograd.grad((weight * ref).sum(), logits)

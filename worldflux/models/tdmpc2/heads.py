@@ -2,14 +2,13 @@
 
 With batch x sequence rows and tiny MLPs, a training step is bound by per-op dispatch and
 autograd bookkeeping more than by arithmetic. These helpers compute what calling an
-``nn.Sequential``, ``TwoHot`` and ``simnorm`` compute, with fewer ops and graph nodes:
+``nn.Sequential``, ``TwoHot.loss`` and ``simnorm`` compute, with fewer ops and graph nodes:
 
 - ``run_mlp`` calls the layers' functions directly (no module-call overhead), optionally with
   detached parameters (gradients then reach the input only).
 - ``two_hot_ce`` is the two-hot cross-entropy without the dense target: a target spread over
   bins i and i + 1 reads two log-probabilities, and the gradient, softmax(logits) - target, is
   written by hand (one graph node instead of six).
-- ``two_hot_mean`` is symexp(softmax(logits) . bins) with one matrix-vector product.
 - ``simnorm_feature_major`` runs the group softmax on a feature-major copy: for groups of 8
   the softmax kernel is several times faster over a strided dimension than over the last one.
 """
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worldflux.nn import symexp, symlog
+from worldflux.nn import symlog
 
 
 def run_mlp(net: nn.Module, x: Tensor, *, frozen: bool = False) -> Tensor:
@@ -88,8 +87,3 @@ def two_hot_ce(logits: Tensor, pairs: tuple[Tensor, Tensor]) -> Tensor:
     """``TwoHot.loss(logits, value)`` given ``pairs = two_hot_pairs(value, bins)``."""
     out: Tensor = TwoHotCrossEntropy.apply(logits, *pairs)
     return out
-
-
-def two_hot_mean(logits: Tensor, bins: Tensor) -> Tensor:
-    """``TwoHot.mean``: symexp of the expected bin under softmax(logits)."""
-    return symexp(torch.matmul(F.softmax(logits, -1), bins))

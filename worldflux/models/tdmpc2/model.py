@@ -29,7 +29,6 @@ from worldflux.models.tdmpc2.heads import (
     run_mlp,
     simnorm_feature_major,
     two_hot_ce,
-    two_hot_mean,
     two_hot_pairs,
 )
 from worldflux.models.tdmpc2.rollout import latent_rollout
@@ -85,7 +84,7 @@ class TDMPC2(WorldModel):
         return torch.stack([self._q_value(q, za, frozen=frozen) for q in qs])
 
     def _q_value(self, q: nn.Module, za: Tensor, *, frozen: bool = False) -> Tensor:
-        return two_hot_mean(run_mlp(q, za, frozen=frozen), self.twohot.bins)
+        return self.twohot.mean(run_mlp(q, za, frozen=frozen))
 
     def _policy_sample(self, z: Tensor, *, log_prob: bool = True) -> tuple[Tensor, Tensor | None]:
         """The continuous policy prior's action at z (stochastic while training, the mean
