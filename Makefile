@@ -36,9 +36,10 @@ ui: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
-	$(VENV)/bin/mypy worldflux quality orchestration assets
+	$(VENV)/bin/mypy worldflux quality release assets orchestration
 
 unit: setup
 	$(PY) -m pytest -q

@@ -6,17 +6,16 @@ import dagster as dg
 
 from assets.metadata import number, table
 from assets.partitions import checkpoint_partitions, dataset_of
-from orchestration.resources.lineage import (
+from assets.resources import MlflowResource, ObjectStoreResource
+from quality.policy import load_policy
+from quality.seed_run import SeedRunSpec, run_seed
+from release.lineage import (
     checkpoint_prefix,
     publish_checkpoint,
     read_dataset,
     scratch_dir,
 )
-from orchestration.resources.mlflow import MlflowResource
-from orchestration.resources.object_store import ObjectStoreResource
-from orchestration.resources.tracking import LogProgress, track_seed_run
-from quality.policy import load_policy
-from quality.seed_run import SeedRunSpec, run_seed
+from release.tracking import LogProgress, track_seed_run
 from worldflux.training import History
 
 
@@ -48,16 +47,16 @@ def checkpoint(
     assert isinstance(key, dg.MultiPartitionKey), f"not a family x seed key: {key!r}"
     family, seed = key.keys_by_dimension["family"], int(key.keys_by_dimension["seed"])
     policy = load_policy(family)
-    store = object_store.open()
+    store, tracker = object_store.open(), mlflow.open()
     data, manifest = read_dataset(store, dataset_of(family))
     steps = config.steps or int(policy.training["steps"])
     changes = {"lr": config.lr} if config.lr is not None else {}
     spec = SeedRunSpec.from_policy(policy, seed, steps, device=config.device, **changes)
-    run_id = mlflow.start_run(
+    run_id = tracker.start_run(
         f"{family}-seed{seed}",
         {"family": family, "seed": str(seed), "dagster_run_id": context.run_id},
     )
-    mlflow.log_params(run_id, {k: v for k, v in vars(spec).items() if k != "overrides"})
+    tracker.log_params(run_id, {k: v for k, v in vars(spec).items() if k != "overrides"})
     history = History()
     progress = LogProgress(context.log.info, steps, f"{family} seed {seed}")
     with scratch_dir("checkpoint") as tmp:
@@ -66,7 +65,7 @@ def checkpoint(
         )
         provenance = {"mlflow_run_id": run_id, "dagster_run_id": context.run_id}
         record = publish_checkpoint(store, family, seed, record, provenance)
-    png = track_seed_run(mlflow, run_id, record, history, manifest)
+    png = track_seed_run(tracker, run_id, record, history, manifest)
     prefix = checkpoint_prefix(family, seed)
     curve = store.put_bytes(f"{prefix}/loss_curve.png", png) if png else ""
     after = record.get("after") or {}

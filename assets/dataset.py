@@ -5,9 +5,9 @@ import time
 import dagster as dg
 
 from assets.partitions import dataset_partitions
-from orchestration.resources.lineage import publish_dataset
-from orchestration.resources.object_store import ObjectStoreResource
+from assets.resources import ObjectStoreResource
 from quality.expectations import CHECK_GROUPS, validate_dataset
+from release.lineage import publish_dataset
 from worldflux.data import list_bundled, load_bundled
 
 CHECK_DESCRIPTIONS = {

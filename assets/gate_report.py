@@ -9,8 +9,13 @@ import dagster as dg
 
 from assets.metadata import number, table
 from assets.partitions import FAMILIES, SEEDS, dataset_of, family_partitions
-from orchestration.resources.ledger_resources import LedgerResource
-from orchestration.resources.lineage import (
+from assets.resources import LedgerResource, MlflowResource, ObjectStoreResource
+from quality.evaluate import build_report, evaluate_gates, gate_names
+from quality.gates.result import GateResult
+from quality.policy import Policy, load_policy
+from quality.report import render_markdown
+from quality.seed_run import measure_stored
+from release.lineage import (
     LineageError,
     download_weights,
     read_checkpoint_records,
@@ -18,14 +23,8 @@ from orchestration.resources.lineage import (
     read_repeats,
     scratch_dir,
 )
-from orchestration.resources.mlflow import MlflowResource
-from orchestration.resources.object_store import ObjectStore, ObjectStoreResource
-from orchestration.resources.reports import record_report
-from quality.evaluate import build_report, evaluate_gates, gate_names
-from quality.gates.result import GateResult
-from quality.policy import Policy, load_policy
-from quality.report import render_markdown
-from quality.seed_run import measure_stored
+from release.object_store import ObjectStore
+from release.reports import record_report
 from worldflux.data import TrajectoryDataset
 
 
@@ -137,7 +136,7 @@ def gate_report(
     report = build_report(runs, policy, gates, repeats=repeats)
     work_seconds = time.perf_counter() - started
     with ledger.open() as book:
-        entry = record_report(report, store, book, mlflow, context.run_id)
+        entry = record_report(report, store, book, mlflow.open(), context.run_id)
     evaluated = {g.name for g in gates}
     checks = [_check_result(g) for g in gates]
     checks += [_not_a_gate_of(family, g) for g in ALL_GATES if g not in evaluated]

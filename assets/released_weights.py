@@ -6,10 +6,9 @@ from typing import Literal
 import dagster as dg
 
 from assets.partitions import SEEDS, family_partitions
-from orchestration.resources.ledger_resources import LedgerResource
-from orchestration.resources.mlflow import MlflowResource, model_name
-from orchestration.resources.object_store import ObjectStoreResource
-from orchestration.resources.promotion import (
+from assets.resources import LedgerResource, MlflowResource, ObjectStoreResource
+from release.mlflow import model_name
+from release.promotion import (
     PromotionRefused,
     actor_from_env,
     promote,
@@ -54,7 +53,7 @@ def released_weights(
                 family,
                 store=store,
                 ledger=book,
-                mlflow=mlflow,
+                mlflow=mlflow.open(),
                 actor=actor,
                 reason=config.reason,
                 dagster_run_id=context.run_id,

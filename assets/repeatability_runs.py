@@ -6,10 +6,10 @@ import time
 import dagster as dg
 
 from assets.partitions import SEEDS, dataset_of, family_partitions
-from orchestration.resources.lineage import publish_repeats, read_dataset
-from orchestration.resources.object_store import ObjectStoreResource
+from assets.resources import ObjectStoreResource
 from quality.policy import load_policy
 from quality.sweep import repeat_runs
+from release.lineage import publish_repeats, read_dataset
 
 
 @dg.asset(

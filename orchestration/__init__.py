@@ -1,2 +1,2 @@
-"""The Dagster code location (definitions, jobs, schedules, sensor), settings from the
-environment, resources, and the CLI (``python -m orchestration``)."""
+"""Dagster wiring: the code location (definitions, jobs, schedules, sensors), settings from the
+environment, and the CLI (``python -m orchestration``). No release logic lives here."""

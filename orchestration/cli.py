@@ -88,7 +88,7 @@ def status_table(defs: Any, families: Sequence[str]) -> Table:
     table = Table(title="Release status", show_lines=True)
     for column in ("family", "latest gate report", "champion", "last promotion"):
         table.add_column(column, overflow="fold")
-    mlflow = defs.resources["mlflow"]
+    mlflow = defs.resources["mlflow"].open()
     with defs.resources["ledger"].open() as ledger:
         for family in families:
             report = ledger.latest_report(family)
@@ -148,7 +148,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- promote/rollback
 def cmd_release(args: argparse.Namespace) -> int:
     from orchestration import operations as ops
-    from orchestration.resources.promotion import actor_from_env
+    from release.promotion import actor_from_env
 
     if _unknown_families([args.family]):
         return 2
@@ -164,7 +164,7 @@ def cmd_release(args: argparse.Namespace) -> int:
             f"[red]{args.command} refused[/red] ({outcome.run_id}): {escape(outcome.message)}"
         )
         return 1
-    aliases = defs.resources["mlflow"].aliases(args.family)
+    aliases = defs.resources["mlflow"].open().aliases(args.family)
     console.print(
         f"[green]{args.command} done[/green] by {escape(actor)}: {args.family} champion is now "
         f"v{aliases.get('champion')} (previous-champion v{aliases.get('previous-champion', '-')}); "
@@ -283,7 +283,7 @@ def _print_timing(
     (seed runs with evaluation and probes, the expectation suite, gate evaluation with its
     re-runs); the rest of a run's time (Dagster bookkeeping, MLflow logging, object store,
     ledger) is orchestration overhead."""
-    from orchestration.resources.lineage import read_checkpoint_records
+    from release.lineage import read_checkpoint_records
 
     store = defs.resources["object_store"].open()
     train = 0.0

@@ -97,16 +97,14 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     """The resources of the code location, chosen by the settings (the one place that does)."""
     from dagster_aws.s3 import S3Resource
 
-    from orchestration.resources.ledger_resources import (
+    from assets.resources import (
         LedgerResource,
-        MongoLedgerResource,
-        SqliteLedgerResource,
-    )
-    from orchestration.resources.mlflow import MlflowResource
-    from orchestration.resources.object_store import (
         LocalObjectStoreResource,
+        MlflowResource,
+        MongoLedgerResource,
         ObjectStoreResource,
         S3ObjectStoreResource,
+        SqliteLedgerResource,
     )
 
     object_store: ObjectStoreResource

@@ -13,12 +13,8 @@ import pytest
 from botocore.config import Config  # type: ignore[import-untyped]
 from dagster_aws.s3 import S3Resource
 
-from orchestration.resources.object_store import (
-    ObjectStore,
-    ObjectStoreError,
-    S3ObjectStore,
-    S3ObjectStoreResource,
-)
+from assets.resources import S3ObjectStoreResource
+from release.object_store import ObjectStore, ObjectStoreError, S3ObjectStore
 from tests.integration.seaweedfs import SeaweedServer, start_seaweedfs, stop
 
 

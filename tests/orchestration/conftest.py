@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 
 from orchestration.definitions import build_definitions
-from orchestration.resources.ledger import Ledger
-from orchestration.resources.mlflow import MlflowResource
-from orchestration.resources.object_store import ObjectStore
 from orchestration.settings import Settings
+from release.ledger import Ledger
+from release.mlflow import Mlflow
+from release.object_store import ObjectStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,8 +31,8 @@ class Platform:
         return self.defs.resources[name]
 
     @property
-    def mlflow(self) -> MlflowResource:
-        return self.resource("mlflow")
+    def mlflow(self) -> Mlflow:
+        return self.resource("mlflow").open()
 
     def store(self) -> ObjectStore:
         return self.resource("object_store").open()

@@ -20,9 +20,9 @@ from assets.gate_report import check_name
 from assets.partitions import SEEDS, checkpoint_key
 from orchestration import cli
 from orchestration import operations as ops
-from orchestration.resources.lineage import checkpoint_prefix
-from orchestration.resources.mlflow import MAX_POINTS
 from orchestration.sensors import gate_report_requests
+from release.lineage import checkpoint_prefix
+from release.mlflow import MAX_POINTS
 from tests.orchestration.conftest import Platform
 
 HEALTHY, FAILING = "tdmpc2", "diffusion"

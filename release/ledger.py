@@ -2,7 +2,7 @@
 
 MLflow aliases keep no history, so the ledger is where "who promoted what, when, why, from which
 version to which" lives. Two backends implement one contract: SQLite (embedded default) and
-MongoDB (production); `tests/orchestration/test_ledger_contract.py` runs the same suite on both.
+MongoDB (production); `tests/release/test_ledger_contract.py` runs the same suite on both.
 
 Timestamps: `created_at` must be timezone-aware. A naive datetime is refused, because guessing
 whether it meant local time or UTC would silently reorder the audit trail; an aware datetime in

@@ -24,18 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestration.resources.ledger import Ledger, PromotionEntry, ReportEntry
-from orchestration.resources.lineage import (
+from quality.evaluate import verdict
+from quality.model_card import render_model_card
+from quality.report import ReportError, validate_report
+from release.ledger import Ledger, PromotionEntry, ReportEntry
+from release.lineage import (
     download_weights,
     read_checkpoint_records,
     read_dataset_manifest,
     scratch_dir,
 )
-from orchestration.resources.mlflow import MlflowResource, model_name
-from orchestration.resources.object_store import ObjectStore
-from quality.evaluate import verdict
-from quality.model_card import render_model_card
-from quality.report import ReportError, validate_report
+from release.mlflow import Mlflow, model_name
+from release.object_store import ObjectStore
 
 ACTOR_VARIABLE = "WORLDFLUX_ACTOR"
 
@@ -182,7 +182,7 @@ def promote(
     *,
     store: ObjectStore,
     ledger: Ledger,
-    mlflow: MlflowResource,
+    mlflow: Mlflow,
     seeds: list[int],
     actor: str,
     reason: str,
@@ -269,7 +269,7 @@ def promote(
     return Release("promote", family, version, previous, entry.report_id, uri, details)
 
 
-def _move_aliases(mlflow: MlflowResource, family: str, version: str, previous: str | None) -> None:
+def _move_aliases(mlflow: Mlflow, family: str, version: str, previous: str | None) -> None:
     """candidate -> champion, the old champion kept as previous-champion. If a move fails the
     aliases are put back as they were."""
     before = mlflow.aliases(family)
@@ -284,7 +284,7 @@ def _move_aliases(mlflow: MlflowResource, family: str, version: str, previous: s
         raise
 
 
-def _restore_aliases(mlflow: MlflowResource, family: str, before: dict[str, str]) -> None:
+def _restore_aliases(mlflow: Mlflow, family: str, before: dict[str, str]) -> None:
     now = mlflow.aliases(family)
     for alias in set(now) - set(before):
         mlflow.delete_alias(family, alias)
@@ -297,7 +297,7 @@ def rollback(
     *,
     store: ObjectStore,
     ledger: Ledger,
-    mlflow: MlflowResource,
+    mlflow: Mlflow,
     actor: str,
     reason: str,
     dagster_run_id: str,

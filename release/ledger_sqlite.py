@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestration.resources.ledger import (
+from release.ledger import (
     Ledger,
     LedgerError,
     PromotionEntry,

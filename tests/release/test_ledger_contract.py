@@ -14,14 +14,14 @@ import mongomock
 import pymongo
 import pytest
 
-from orchestration.resources.ledger import Ledger, LedgerError, PromotionEntry, ReportEntry
-from orchestration.resources.ledger_mongo import MongoLedger
-from orchestration.resources.ledger_resources import (
+from assets.resources import (
     LedgerResource,
     MongoLedgerResource,
     SqliteLedgerResource,
 )
-from orchestration.resources.ledger_sqlite import SqliteLedger
+from release.ledger import Ledger, LedgerError, PromotionEntry, ReportEntry
+from release.ledger_mongo import MongoLedger
+from release.ledger_sqlite import SqliteLedger
 
 T0 = datetime(2026, 3, 1, 2, 0, 0, 123456, tzinfo=UTC)
 

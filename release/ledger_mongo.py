@@ -15,7 +15,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from orchestration.resources.ledger import (
+from release.ledger import (
     Ledger,
     LedgerError,
     PromotionEntry,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.resources.mlflow import MlflowError, MlflowResource
+from release.mlflow import Mlflow, MlflowError
 
 
 def _closed_port() -> int:
@@ -22,9 +22,9 @@ def test_an_unreachable_server_is_an_error_naming_it(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     uri = f"http://127.0.0.1:{_closed_port()}"
     with pytest.raises(MlflowError, match=r"cannot read the aliases .*is running and reachable"):
-        MlflowResource(tracking_uri=uri).aliases("tdmpc2")
+        Mlflow(tracking_uri=uri).aliases("tdmpc2")
 
 
 def test_a_model_never_registered_has_no_aliases(tmp_path: Path) -> None:
-    resource = MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    resource = Mlflow(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert resource.aliases("tdmpc2") == {}

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from orchestration.resources.mlflow import MlflowResource
+from release.mlflow import Mlflow
 from worldflux.training import Callback, History, Trainer
 
 
@@ -48,7 +48,7 @@ def loss_curve_figure(history: History, gate_metric: str | None) -> Any:
 
 
 def track_seed_run(
-    mlflow: MlflowResource,
+    mlflow: Mlflow,
     run_id: str,
     record: dict[str, Any],
     history: History,

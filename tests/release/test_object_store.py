@@ -14,15 +14,12 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from orchestration.resources.object_store import (
-    LocalObjectStore,
+from assets.resources import (
     LocalObjectStoreResource,
-    ObjectStore,
-    ObjectStoreError,
     ObjectStoreResource,
-    S3ObjectStore,
     S3ObjectStoreResource,
 )
+from release.object_store import LocalObjectStore, ObjectStore, ObjectStoreError, S3ObjectStore
 from tests.integration.seaweedfs import SeaweedServer
 
 BAD_KEYS = ["", "/abs", "..", "a/../b", "./a", "a/./b", "a\\b", "a//b", "a/", "a\x00b"]

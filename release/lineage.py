@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from orchestration.resources.object_store import ObjectStore, ObjectStoreError
+from release.object_store import ObjectStore, ObjectStoreError
 from worldflux.core.files import sha256_file
 from worldflux.data import TrajectoryDataset
 from worldflux.training.checkpoint import weights_sha256

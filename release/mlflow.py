@@ -1,8 +1,9 @@
 """MLflow: one tracked run per trained checkpoint, and the model registry with aliases.
 
-A small resource over ``MlflowClient`` (dagster-mlflow ties one MLflow run to one Dagster run
-and has no registry or alias helpers). The client API is used throughout, never the fluent
-``mlflow.start_run`` state, because several assets log to different runs. Registered model
+A small class over ``MlflowClient`` (dagster-mlflow ties one MLflow run to one Dagster run
+and has no registry or alias helpers); ``assets.resources.MlflowResource`` builds one. The client
+API is used throughout, never the fluent ``mlflow.start_run`` state, because several assets log
+to different runs. Registered model
 versions point at safetensors weights logged as run artifacts: nothing is pickled.
 """
 
@@ -12,10 +13,10 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import dagster as dg
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +26,6 @@ EXPERIMENT = "worldflux-checkpoints"
 ALIASES = ("candidate", "champion", "previous-champion")
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_POINTS = 100
-_CLIENTS: dict[tuple[str, str | None], Any] = {}
 
 
 def model_name(family: str) -> str:
@@ -36,8 +36,17 @@ class MlflowError(RuntimeError):
     """A registry or tracking operation failed; the message says what to check."""
 
 
-class MlflowResource(dg.ConfigurableResource):
-    """Tracking and registry. ``artifact_root`` is used for experiments this resource creates
+@cache
+def _client(tracking_uri: str, registry_uri: str | None) -> MlflowClient:
+    """One client per store for the process: building one costs ~40 ms (store lookup)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+@dataclass(frozen=True)
+class Mlflow:
+    """Tracking and registry. ``artifact_root`` is used for experiments this object creates
     when the tracking store is local (sqlite/file): a tracking server decides for itself."""
 
     tracking_uri: str
@@ -46,15 +55,7 @@ class MlflowResource(dg.ConfigurableResource):
     experiment: str = EXPERIMENT
 
     def client(self) -> MlflowClient:
-        # One client per store for the process: building one costs ~40 ms (store lookup).
-        key = (self.tracking_uri, self.registry_uri)
-        if key not in _CLIENTS:
-            from mlflow import MlflowClient
-
-            _CLIENTS[key] = MlflowClient(
-                tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
-            )
-        return _CLIENTS[key]
+        return _client(self.tracking_uri, self.registry_uri)
 
     def ui_hint(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):

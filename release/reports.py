@@ -7,10 +7,10 @@ import datetime as dt
 import json
 from typing import Any
 
-from orchestration.resources.ledger import Ledger, ReportEntry
-from orchestration.resources.mlflow import MlflowResource
-from orchestration.resources.object_store import ObjectStore
 from quality.report import render_markdown, validate_report
+from release.ledger import Ledger, ReportEntry
+from release.mlflow import Mlflow
+from release.object_store import ObjectStore
 
 REPORT_EXPERIMENT = "worldflux-gate-reports"
 
@@ -19,7 +19,7 @@ def record_report(
     report: dict[str, Any],
     store: ObjectStore,
     ledger: Ledger,
-    mlflow: MlflowResource,
+    mlflow: Mlflow,
     dagster_run_id: str,
 ) -> ReportEntry:
     """Validate the report against its schema, then store it everywhere. The ledger entry is

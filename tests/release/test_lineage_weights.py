@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from orchestration.resources.lineage import (
+from release.lineage import (
     LineageError,
     checkpoint_prefix,
     download_weights,
     publish_checkpoint,
 )
-from orchestration.resources.object_store import LocalObjectStore
+from release.object_store import LocalObjectStore
 from worldflux.training.checkpoint import weights_sha256
 
 FILES = {

@@ -1,9 +1,8 @@
 """The object store that keeps data sets, weights and reports: a local folder or an S3 bucket.
 
-`ObjectStore` is plain Python so that code outside Dagster (tests, scripts, the quality layer) can
-use it; the Dagster resources at the end of the module only choose and build one. Both backends
-share one contract, run by `tests/orchestration/test_object_store.py` against a folder and a real
-SeaweedFS server.
+Plain Python (no Dagster), usable from a script or a test; `assets/resources.py` holds the thin
+Dagster resources that build one. Both backends share one contract, run by
+`tests/release/test_object_store.py` against a folder and a real SeaweedFS server.
 
 Keys are "/"-separated relative paths ("datasets/cartpole/data.safetensors"), validated once in
 the base class so that a key that works locally also works on S3 and cannot escape the local root.
@@ -23,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import dagster as dg
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
@@ -31,7 +29,6 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     NoCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from dagster_aws.s3 import S3Resource
 
 _KEY_EXAMPLE = "'datasets/cartpole/data.safetensors'"
 
@@ -491,46 +488,3 @@ class S3ObjectStore(ObjectStore):
     def _delete(self, key: str) -> None:
         with self._errors(self._uri(key)):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
-
-
-# -- Dagster resources --------------------------------------------------------------------------
-
-
-class ObjectStoreResource(dg.ConfigurableResource):
-    """The object store as a Dagster resource; assets annotate this type and call open()."""
-
-    def open(self) -> ObjectStore:
-        raise NotImplementedError(
-            f"{type(self).__name__} is the abstract object store resource: configure "
-            "LocalObjectStoreResource or S3ObjectStoreResource"
-        )
-
-
-class LocalObjectStoreResource(ObjectStoreResource):
-    """Objects under a local folder (the embedded default)."""
-
-    root: str
-
-    def open(self) -> ObjectStore:
-        return LocalObjectStore(Path(self.root))
-
-
-class S3ObjectStoreResource(ObjectStoreResource):
-    """Objects in an S3-compatible bucket, with the client built by dagster-aws's S3Resource.
-
-    S3Resource (dagster-aws 0.29.27) has no addressing-style option, only endpoint_url, use_ssl,
-    verify, region_name, max_attempts and credentials. None is needed: botocore switches to
-    path-style URLs (http://host:port/bucket/key) whenever endpoint_url is set, which is what
-    SeaweedFS and MinIO require. Checked with boto3 1.44.5 for 127.0.0.1, localhost and plain host
-    names, and by the contract tests against SeaweedFS 4.48.
-
-    Each open() builds a new boto3 session (S3Resource.get_client does; ~0.2 s of model loading),
-    so open the store once per asset and reuse it for every object.
-    """
-
-    s3: S3Resource
-    bucket: str
-    prefix: str = ""
-
-    def open(self) -> ObjectStore:
-        return S3ObjectStore(self.s3.get_client(), self.bucket, self.prefix)

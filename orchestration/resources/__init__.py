@@ -1,1 +1,0 @@
-"""Dagster resources: MLflow, object store, report ledger (none imports from assets/)."""
