@@ -54,7 +54,7 @@ def checkpoint(
     spec = SeedRunSpec.from_policy(policy, seed, steps, device=config.device, **changes)
     run_id = tracker.start_run(
         f"{family}-seed{seed}",
-        {"family": family, "seed": str(seed), "dagster_run_id": context.run_id},
+        {"family": family, "seed": str(seed), "dagster_run_id": context.run.run_id},
     )
     tracker.log_params(run_id, {k: v for k, v in vars(spec).items() if k != "overrides"})
     history = History()
@@ -63,7 +63,7 @@ def checkpoint(
         record = run_seed(
             spec, policy, checkpoint_root=Path(tmp), data=data, callbacks=[history, progress]
         )
-        provenance = {"mlflow_run_id": run_id, "dagster_run_id": context.run_id}
+        provenance = {"mlflow_run_id": run_id, "dagster_run_id": context.run.run_id}
         record = publish_checkpoint(store, family, seed, record, provenance)
     png = track_seed_run(tracker, run_id, record, history, manifest)
     prefix = checkpoint_prefix(family, seed)

@@ -48,7 +48,7 @@ def dataset(
     manifest = publish_dataset(
         object_store.open(),
         data,
-        {"source": source, "expectations": expectations, "dagster_run_id": context.run_id},
+        {"source": source, "expectations": expectations, "dagster_run_id": context.run.run_id},
     )
     checks = []
     for group in CHECK_GROUPS:

@@ -10,7 +10,7 @@ import dagster as dg
 from assets.metadata import number, table
 from assets.partitions import FAMILIES, SEEDS, dataset_of, family_partitions
 from assets.resources import LedgerResource, MlflowResource, ObjectStoreResource
-from quality.evaluate import build_report, evaluate_gates, gate_names
+from quality.evaluate import build_report, evaluate_gates, gate_names, verdict
 from quality.gates.result import GateResult
 from quality.policy import Policy, load_policy
 from quality.report import render_markdown
@@ -23,7 +23,7 @@ from release.lineage import (
     read_repeats,
     scratch_dir,
 )
-from release.object_store import ObjectStore
+from release.object_store import ObjectStore, ObjectStoreError
 from release.reports import record_report
 from worldflux.data import TrajectoryDataset
 
@@ -46,7 +46,7 @@ def judge_stored_weights(
     verified against the checkpoint's manifest), loaded and re-measured into
     ``record["stored"]``, which ``reproducibility.stored_weights`` compares with what the
     training step reported. A download that fails verification is recorded as the error, so
-    the gate fails closed, naming it."""
+    the gate fails closed, naming it (a store that cannot be read, likewise)."""
     judged = []
     for record in runs:
         checkpoint = record.get("checkpoint")
@@ -56,7 +56,7 @@ def judge_stored_weights(
         with scratch_dir("stored") as tmp:
             try:
                 path = download_weights(store, checkpoint, Path(tmp) / "weights")
-            except LineageError as err:
+            except (LineageError, ObjectStoreError) as err:
                 stored: dict[str, Any] = {"error": str(err)}
             else:
                 stored = measure_stored(path, record, policy, data)
@@ -136,17 +136,19 @@ def gate_report(
     report = build_report(runs, policy, gates, repeats=repeats)
     work_seconds = time.perf_counter() - started
     with ledger.open() as book:
-        entry = record_report(report, store, book, mlflow.open(), context.run_id)
+        entry = record_report(report, store, book, mlflow.open(), context.run.run_id)
     evaluated = {g.name for g in gates}
     checks = [_check_result(g) for g in gates]
     checks += [_not_a_gate_of(family, g) for g in ALL_GATES if g not in evaluated]
-    if not entry.releasable:
-        context.log.warning(f"{family} is BLOCKED by {', '.join(entry.failing_gates)}")
+    decided = verdict(entry.report["gates"]["results"])
+    if not decided.release_pass:
+        context.log.warning(f"{family} is BLOCKED by {', '.join(decided.failed_gates)}")
     return dg.MaterializeResult(
         metadata={
             "report_id": entry.report_id,
-            "releasable": entry.releasable,
-            "failing_gates": dg.MetadataValue.json(list(entry.failing_gates)),
+            "report_sha256": entry.report_sha256,
+            "releasable": decided.release_pass,
+            "failing_gates": dg.MetadataValue.json(list(decided.failed_gates)),
             "success_rate": report["success_rate"],
             "uri": dg.MetadataValue.path(entry.uri),
             "report": dg.MetadataValue.md(render_markdown(report)),

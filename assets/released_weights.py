@@ -1,25 +1,29 @@
-"""``released_weights``: a family's champion weights, promoted or rolled back by a person."""
+"""``released_weights``: a family's champion weights, promoted, rolled back or reconciled by a
+release manager."""
 
-from functools import partial
+import getpass
 from typing import Literal
 
 import dagster as dg
 
 from assets.partitions import SEEDS, family_partitions
-from assets.resources import LedgerResource, MlflowResource, ObjectStoreResource
-from release.mlflow import model_name
-from release.promotion import (
-    PromotionRefused,
-    actor_from_env,
-    promote,
-    rollback,
+from assets.resources import (
+    LedgerResource,
+    MlflowResource,
+    ObjectStoreResource,
+    ReleaseManagersResource,
 )
+from release.decision import PromotionRefused
+from release.mlflow import model_name
+from release.promotion import ReleaseFault, ReleaseRequest, Services, run_release
 
 
 class ReleaseConfig(dg.Config):
-    action: Literal["promote", "rollback"] = "promote"
+    action: Literal["promote", "rollback", "reconcile"] = "promote"
     reason: str = ""  # required: it goes into the audit trail
-    actor: str = ""  # empty: $WORLDFLUX_ACTOR, else the login name
+    # Who acts; empty: the login of the process running the step. Dagster OSS does not
+    # authenticate UI users: a UI launch must name a release manager (docs/orchestration.md).
+    actor: str = ""
 
 
 @dg.asset(
@@ -28,12 +32,14 @@ class ReleaseConfig(dg.Config):
     group_name="release",
     kinds={"mlflow", "safetensors"},
     description=(
-        "The family's released (champion) weights. Promotion picks the best passing seed, "
-        "registers an MLflow model version with provenance tags, moves the candidate/champion/"
-        "previous-champion aliases, copies the weights to the release area with a model card "
-        "and appends a ledger record. It REFUSES when the family's latest gate evaluation "
-        "failed, is missing, or is older than its newest checkpoints, also when launched alone. "
-        "Launched by a release manager (release job or CLI), never by the schedule."
+        "The family's released (champion) weights. Promotion re-derives the decision from the "
+        "latest gate report (gate results, the report's hash in ledger, object store and "
+        "MLflow, fresh checkpoints, data set and policy), copies the best passing seed's "
+        "weights to the release area and reads them back, registers an MLflow version with "
+        "provenance tags and moves the champion/previous-champion aliases; every step is "
+        "recorded in the hash-chained ledger under the family's lease. It REFUSES (and records "
+        "why) otherwise, also when launched alone. Launched by a release manager (release job "
+        "or CLI), never by the schedule."
     ),
 )
 def released_weights(
@@ -42,28 +48,33 @@ def released_weights(
     object_store: ObjectStoreResource,
     ledger: LedgerResource,
     mlflow: MlflowResource,
+    release_managers: ReleaseManagersResource,
 ) -> dg.MaterializeResult:
     family = context.partition_key
-    actor = actor_from_env(config.actor)
-    store = object_store.open()
-    action = partial(promote, seeds=SEEDS) if config.action == "promote" else rollback
+    request = ReleaseRequest(
+        family=family,
+        action=config.action,
+        actor=config.actor.strip() or getpass.getuser(),
+        reason=config.reason,
+        dagster_run_id=context.run.run_id,
+    )
     with ledger.open() as book:
+        services = Services(object_store.open(), book, mlflow.open())
         try:
-            release = action(
-                family,
-                store=store,
-                ledger=book,
-                mlflow=mlflow.open(),
-                actor=actor,
-                reason=config.reason,
-                dagster_run_id=context.run_id,
+            release = run_release(
+                request,
+                services,
+                seeds=SEEDS,
+                managers=frozenset(release_managers.managers),
+                observer=lambda step: context.log.info(f"{config.action} {family}: {step}"),
             )
-        except PromotionRefused as refused:
+        except (PromotionRefused, ReleaseFault) as error:
+            outcome = "refused" if isinstance(error, PromotionRefused) else "failed"
             raise dg.Failure(
-                description=f"{config.action} of {family} refused: {refused}",
-                metadata={"family": family, "actor": actor, "refusal": str(refused)},
+                description=f"{config.action} of {family} {outcome}: {error}",
+                metadata={"family": family, "actor": request.actor, "outcome": outcome},
                 allow_retries=False,
-            ) from refused
+            ) from error
     context.log.info(
         f"{release.action}: {model_name(family)} champion {release.previous} -> {release.version}"
     )
@@ -71,10 +82,10 @@ def released_weights(
         metadata={
             "action": release.action,
             "model": model_name(family),
-            "champion_version": release.version,
+            "champion_version": release.version or "",
             "previous_champion": release.previous or "",
             "gate_report_id": release.report_id or "",
-            "actor": actor,
+            "actor": request.actor,
             "reason": config.reason,
             "weights_uri": dg.MetadataValue.path(release.uri),
             **{k: v for k, v in release.details.items() if isinstance(v, str | int)},

@@ -33,7 +33,7 @@ def repeatability_runs(
     started = time.perf_counter()
     records = repeat_runs(policy, SEEDS[0], data=data)
     work_seconds = time.perf_counter() - started
-    uri = publish_repeats(store, family, records, {"dagster_run_id": context.run_id})
+    uri = publish_repeats(store, family, records, {"dagster_run_id": context.run.run_id})
     digests = [r.get("weights_digest") or "" for r in records]
     return dg.MaterializeResult(
         metadata={

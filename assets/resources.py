@@ -91,3 +91,9 @@ class MlflowResource(dg.ConfigurableResource):
 
     def open(self) -> Mlflow:
         return Mlflow(self.tracking_uri, self.registry_uri, self.artifact_root, self.experiment)
+
+
+class ReleaseManagersResource(dg.ConfigurableResource):
+    """Who may promote, roll back or reconcile (settings: ``WORLDFLUX_RELEASE_MANAGERS``)."""
+
+    managers: list[str]

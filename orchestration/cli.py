@@ -2,14 +2,19 @@
 
     demo                       the whole lineage on the embedded defaults, then a status table
     ui                         the Dagster UI and the MLflow UI on 127.0.0.1 (Ctrl-C stops both)
-    status                     per family: latest gate result and why, champion, last promotion
+    status [--verify]          per family: latest gate result and why, champion, last release
+                               action, drift; --verify checks the ledger's hash chain
     promote FAMILY --reason R  promote through Dagster (refused when the gates say no)
     rollback FAMILY --reason R champion <- previous-champion, through Dagster
+    reconcile FAMILY --reason R  put MLflow aliases and champion.json back as the ledger says
+
+Release actions run as the login user, who must be a release manager (WORLDFLUX_RELEASE_MANAGERS).
 
 Every command reads the environment through ``orchestration.settings`` (see README).
 """
 
 import argparse
+import getpass
 import os
 import shutil
 import sys
@@ -84,12 +89,18 @@ def _gate_summary(report_id: str, report: dict[str, Any]) -> str:
     return f"[red]BLOCKED[/red] {escape(report_id)}\n" + escape("\n".join(why))
 
 
-def status_table(defs: Any, families: Sequence[str]) -> Table:
+def status_table(defs: Any, families: Sequence[str]) -> tuple[Table, dict[str, list[str]]]:
+    """The status table, and per family where its release state disagrees with the ledger."""
+    from release.promotion import Services, drift
+
+    drifted: dict[str, list[str]] = {}
     table = Table(title="Release status", show_lines=True)
-    for column in ("family", "latest gate report", "champion", "last promotion"):
+    for column in ("family", "latest gate report", "champion", "last release action", "drift"):
         table.add_column(column, overflow="fold")
     mlflow = defs.resources["mlflow"].open()
+    store = defs.resources["object_store"].open()
     with defs.resources["ledger"].open() as ledger:
+        services = Services(store, ledger, mlflow)
         for family in families:
             report = ledger.latest_report(family)
             if report is None:
@@ -99,20 +110,42 @@ def status_table(defs: Any, families: Sequence[str]) -> Table:
             aliases = mlflow.aliases(family)
             champion = aliases.get("champion")
             previous = aliases.get("previous-champion")
-            champ = f"v{champion}" if champion else "[dim]none[/dim]"
+            champ = f"v{escape(champion)}" if champion else "[dim]none[/dim]"
             if previous:
-                champ += f" (previous v{previous})"
-            last = ledger.promotions(family, limit=1)
+                champ += f" (previous v{escape(previous)})"
+            shown = [p for p in ledger.promotions(family, limit=20) if p.action != "step"]
             promo = "[dim]none[/dim]"
-            if last:
-                p = last[0]
+            if shown:
+                p = shown[0]
                 when = p.created_at.isoformat(timespec="seconds")
                 move = f"v{p.from_version or '-'} -> v{p.to_version or '-'}"
                 promo = escape(f"{p.action} {move} by {p.actor} at {when}: {p.reason}")
-                if p.action == "refused":
-                    promo = f"[red]refused[/red] by {escape(p.actor)} at {when}"
-            table.add_row(family, gates, champ, promo)
-    return table
+                if p.action in ("refused", "failed"):
+                    why = p.details.get("refusal") or p.details.get("fault") or ""
+                    promo = f"[red]{p.action}[/red] " + escape(
+                        f"{p.details.get('requested', '')} by {p.actor} at {when}: {why}"
+                    )
+            problems = drift(services, family)
+            drifted[family] = problems
+            shown_drift = (
+                f"[red]{len(problems)} (below)[/red]" if problems else "[green]none[/green]"
+            )
+            table.add_row(family, gates, champ, promo, shown_drift)
+    return table, drifted
+
+
+def verify_ledger(defs: Any) -> bool:
+    """Check the ledger's hash chain; print what was checked or the first bad record."""
+    from release.ledger import LedgerTampered
+
+    with defs.resources["ledger"].open() as ledger:
+        try:
+            chain = ledger.verify()
+        except LedgerTampered as err:
+            console.print(f"[red]ledger verification FAILED[/red]: {escape(str(err))}")
+            return False
+    console.print(f"[green]ledger verified[/green]: {escape(chain.describe())}")
+    return True
 
 
 def _unknown_families(names: Sequence[str]) -> bool:
@@ -134,6 +167,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings, defs, _ = _platform()
     from assets.partitions import FAMILIES
 
+    if args.verify and not verify_ledger(defs):
+        return 1
     families = args.families or FAMILIES
     with defs.resources["ledger"].open() as ledger:
         known = {f for f in families if ledger.latest_report(f) or ledger.promotions(f, limit=1)}
@@ -141,34 +176,63 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not shown:
         console.print(f"No gate reports under {settings.home}: run `python -m orchestration demo`.")
         return 0
-    console.print(status_table(defs, shown))
+    print_status(defs, shown)
     return 0
 
 
-# ------------------------------------------------------------------------- promote/rollback
+def print_status(defs: Any, families: Sequence[str]) -> None:
+    table, drifted = status_table(defs, families)
+    console.print(table)
+    for family, problems in drifted.items():
+        for problem in problems:
+            console.print(f"[red]drift[/red] {family}: {escape(problem)}")
+        if problems:
+            console.print(
+                f"  -> python -m orchestration reconcile {family} --reason ... puts the "
+                "aliases and champion.json back as the ledger records them"
+            )
+
+
+# ------------------------------------------------------------------- promote/rollback/...
 def cmd_release(args: argparse.Namespace) -> int:
     from orchestration import operations as ops
-    from release.promotion import actor_from_env
+    from release.promotion import ReleaseRequest, record_refusal
 
     if _unknown_families([args.family]):
         return 2
     _, defs, instance = _platform()
-    ops.QUIET = True
-    actor = actor_from_env(args.actor)
+    login = getpass.getuser()
+    if args.actor and args.actor != login:
+        refusal = (
+            f"--actor {args.actor!r} is not who runs this command ({login!r}): the CLI acts as "
+            "the login user; ask that person to run it"
+        )
+        request = ReleaseRequest(args.family, args.command, login, args.reason, "cli")
+        with defs.resources["ledger"].open() as ledger:
+            record_refusal(request, ledger, refusal)
+        console.print(f"[red]{args.command} refused[/red]: {escape(refusal)}")
+        return 1
     with console.status(f"{args.command} {args.family} (Dagster run)..."):
         outcome = ops.release(
-            defs, instance, args.family, action=args.command, reason=args.reason, actor=actor
+            defs,
+            instance,
+            args.family,
+            action=args.command,
+            reason=args.reason,
+            actor=login,
+            quiet=True,
         )
     if not outcome.success:  # the message can quote the actor and the reason: user text
         console.print(
-            f"[red]{args.command} refused[/red] ({outcome.run_id}): {escape(outcome.message)}"
+            f"[red]{args.command} not done[/red] (Dagster run {outcome.run_id}): "
+            f"{escape(outcome.message)}"
         )
         return 1
     aliases = defs.resources["mlflow"].open().aliases(args.family)
     console.print(
-        f"[green]{args.command} done[/green] by {escape(actor)}: {args.family} champion is now "
-        f"v{aliases.get('champion')} (previous-champion v{aliases.get('previous-champion', '-')}); "
-        f"Dagster run {outcome.run_id}"
+        f"[green]{args.command} done[/green] by {escape(login)}: {args.family} champion is now "
+        f"v{aliases.get('champion', '-')} (previous-champion "
+        f"v{aliases.get('previous-champion', '-')}); Dagster run {outcome.run_id}"
     )
     return 0
 
@@ -190,7 +254,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from orchestration import operations as ops
 
     startup = time.perf_counter() - started
-    ops.QUIET = True
     families = list(args.families or DEMO_FAMILIES)
     datasets = sorted({dataset_of(f) for f in families})
     steps = {f: demo_steps(f, args.steps) for f in families}
@@ -199,19 +262,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{len(SEEDS)} seeds on {', '.join(datasets)}; state under {settings.home}"
     )
     plan: list[tuple[str, Callable[[], Any]]] = [
-        (f"dataset {d}", partial(ops.materialize_dataset, defs, instance, d)) for d in datasets
+        (f"dataset {d}", partial(ops.materialize_dataset, defs, instance, d, quiet=True))
+        for d in datasets
     ]
     plan += [
-        (f"train {f} seed {s}", partial(ops.train, defs, instance, f, s, steps=steps[f]))
+        (f"train {f} seed {s}", partial(ops.train, defs, instance, f, s, steps[f], quiet=True))
         for f in families
         for s in SEEDS
     ]
-    plan += [(f"re-runs {f}", partial(ops.repeat, defs, instance, f)) for f in families]
-    plan += [(f"gate report {f}", partial(ops.evaluate, defs, instance, f)) for f in families]
+    plan += [(f"re-runs {f}", partial(ops.repeat, defs, instance, f, True)) for f in families]
+    plan += [(f"gate report {f}", partial(ops.evaluate, defs, instance, f, True)) for f in families]
     plan += [
         (
             f"release {f}",
-            partial(ops.release, defs, instance, f, action="promote", reason="demo", actor="demo"),
+            partial(
+                ops.release,
+                defs,
+                instance,
+                f,
+                action="promote",
+                reason="demo",
+                actor=getpass.getuser(),
+                quiet=True,
+            ),
         )
         for f in families
     ]
@@ -235,10 +308,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 )
                 return 1
             if label.startswith("release") and not outcome.success:
-                refusals.append(f"[yellow]{label} refused[/yellow]: {outcome.message}")
+                refusals.append(f"[yellow]{label} not done[/yellow]: {escape(outcome.message)}")
             progress.advance(task)
     wall = time.perf_counter() - started
-    console.print(status_table(defs, families))
+    print_status(defs, families)
     for line in refusals:
         console.print(line)
     _print_timing(defs, families, SEEDS, wall, startup, runs_seconds, work_seconds)
@@ -333,17 +406,23 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--dagster-port", type=int, default=3000)
     ui.add_argument("--mlflow-port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
-    status = sub.add_parser("status", help="latest gate result, champion, last promotion")
+    status = sub.add_parser("status", help="latest gate result, champion, last action, drift")
     status.add_argument("families", nargs="*")
+    status.add_argument(
+        "--verify", action="store_true", help="check the ledger's hash chain first (exit 1 if bad)"
+    )
     status.set_defaults(func=cmd_status)
     for name, text in (
         ("promote", "promote a family's best passing seed"),
         ("rollback", "make the previous champion the champion again"),
+        ("reconcile", "put MLflow aliases and champion.json back as the ledger records them"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("family")
         cmd.add_argument("--reason", required=True, help="why (kept in the audit trail)")
-        cmd.add_argument("--actor", default="", help="who (default: $WORLDFLUX_ACTOR or login)")
+        cmd.add_argument(
+            "--actor", default="", help="must be the login user if given (the CLI acts as it)"
+        )
         cmd.set_defaults(func=cmd_release)
     return parser
 

@@ -9,8 +9,6 @@ import dagster as dg
 
 from assets.partitions import checkpoint_key
 
-QUIET = False  # set by the CLI, which prints its own summary of every run
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -41,9 +39,12 @@ def run(
     partition: str,
     run_config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    quiet: bool = False,
 ) -> Outcome:
+    """``quiet``: mute the console echo (the CLI prints its own summary); the run's events
+    still go to the instance."""
     run_config = dict(run_config or {})
-    if QUIET:  # the run's events still go to the instance; only the console echo is muted
+    if quiet:
         run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     result = defs.resolve_job_def(job).execute_in_process(
         partition_key=partition,
@@ -68,8 +69,10 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "" if result.success else "the run failed (see the Dagster UI for its events)"
 
 
-def materialize_dataset(defs: dg.Definitions, instance: dg.DagsterInstance, name: str) -> Outcome:
-    return run(defs, instance, "dataset_job", name)
+def materialize_dataset(
+    defs: dg.Definitions, instance: dg.DagsterInstance, name: str, quiet: bool = False
+) -> Outcome:
+    return run(defs, instance, "dataset_job", name, quiet=quiet)
 
 
 def train(
@@ -79,18 +82,24 @@ def train(
     seed: int,
     steps: int | None = None,
     lr: float | None = None,
+    quiet: bool = False,
 ) -> Outcome:
     config = {"steps": steps, "lr": lr}
     run_config = {"ops": {"checkpoint": {"config": {k: v for k, v in config.items() if v}}}}
-    return run(defs, instance, "checkpoint_job", checkpoint_key(family, seed), run_config)
+    key = checkpoint_key(family, seed)
+    return run(defs, instance, "checkpoint_job", key, run_config, quiet=quiet)
 
 
-def repeat(defs: dg.Definitions, instance: dg.DagsterInstance, family: str) -> Outcome:
-    return run(defs, instance, "repeatability_job", family)
+def repeat(
+    defs: dg.Definitions, instance: dg.DagsterInstance, family: str, quiet: bool = False
+) -> Outcome:
+    return run(defs, instance, "repeatability_job", family, quiet=quiet)
 
 
-def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, family: str) -> Outcome:
-    return run(defs, instance, "gate_report_job", family)
+def evaluate(
+    defs: dg.Definitions, instance: dg.DagsterInstance, family: str, quiet: bool = False
+) -> Outcome:
+    return run(defs, instance, "gate_report_job", family, quiet=quiet)
 
 
 def release(
@@ -102,9 +111,11 @@ def release(
     reason: str,
     actor: str = "",
     with_gates: bool = False,
+    quiet: bool = False,
 ) -> Outcome:
     """``with_gates``: evaluate the gates in the same run, so failing blocking checks stop the
     release before it starts; otherwise the release refuses by reading the ledger."""
     config = {"action": action, "reason": reason, "actor": actor}
     job = "evaluate_and_release_job" if with_gates else "release_job"
-    return run(defs, instance, job, family, {"ops": {"released_weights": {"config": config}}})
+    run_config = {"ops": {"released_weights": {"config": config}}}
+    return run(defs, instance, job, family, run_config, quiet=quiet)

@@ -14,10 +14,14 @@ folder (``WORLDFLUX_HOME``, default ``./.worldflux``): deleting it resets the sy
   ``WORLDFLUX_S3_PREFIX``): objects in S3; unset, under ``$WORLDFLUX_HOME/objects``.
 - ``WORLDFLUX_MONGODB_URI`` (+ ``WORLDFLUX_MONGODB_DATABASE``, default ``worldflux``): the
   report ledger in MongoDB; unset, SQLite at ``$WORLDFLUX_HOME/ledger.db``.
+- ``WORLDFLUX_RELEASE_MANAGERS``: comma-separated identities that may promote, roll back and
+  reconcile. Unset, the list is ``$WORLDFLUX_HOME/release-managers.txt`` (one identity per line),
+  created on first use with the login user alone, so the embedded default is closed to others.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "WORLDFLUX_"
+MANAGERS_FILE = "release-managers.txt"
 
 
 class SettingsError(ValueError):
@@ -44,6 +49,7 @@ class Settings:
     s3_region: str | None
     mongodb_uri: str | None
     mongodb_database: str
+    release_managers_list: str | None = None  # WORLDFLUX_RELEASE_MANAGERS as given
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,7 +77,36 @@ class Settings:
             s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             mongodb_uri=env.get(f"{PREFIX}MONGODB_URI") or None,
             mongodb_database=env.get(f"{PREFIX}MONGODB_DATABASE") or "worldflux",
+            release_managers_list=env.get(f"{PREFIX}RELEASE_MANAGERS"),
         )
+
+    def release_managers(self) -> list[str]:
+        """The identities that may act on releases: the variable, else the embedded list file
+        (created with the login user on first use)."""
+        if self.release_managers_list is not None:
+            names = [n.strip() for n in self.release_managers_list.split(",") if n.strip()]
+            if not names:
+                raise SettingsError(
+                    f"{PREFIX}RELEASE_MANAGERS is set but names nobody: give comma-separated "
+                    "identities (e.g. alice,bob), or unset it to use "
+                    f"{self.home / MANAGERS_FILE}"
+                )
+            return names
+        path = self.home / MANAGERS_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                "# Who may promote, roll back and reconcile releases: one identity per line.\n"
+                f"{getpass.getuser()}\n"
+            )
+        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+        names = [line for line in lines if line]
+        if not names:
+            raise SettingsError(
+                f"{path} names no release manager: add one identity per line, or set "
+                f"{PREFIX}RELEASE_MANAGERS"
+            )
+        return names
 
     def describe(self) -> dict[str, str]:
         """Where each kind of state lives (for people; secrets are not included)."""
@@ -80,6 +115,11 @@ class Settings:
             + (f" at {self.s3_endpoint_url}" if self.s3_endpoint_url else "")
             if self.s3_bucket
             else str(self.home / "objects")
+        )
+        managers = (
+            f"{PREFIX}RELEASE_MANAGERS"
+            if self.release_managers_list is not None
+            else str(self.home / MANAGERS_FILE)
         )
         return {
             "dagster instance": str(self.dagster_home),
@@ -90,6 +130,7 @@ class Settings:
                 if self.mongodb_uri
                 else str(self.home / "ledger.db")
             ),
+            "release managers": managers,
         }
 
 
@@ -103,6 +144,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         MlflowResource,
         MongoLedgerResource,
         ObjectStoreResource,
+        ReleaseManagersResource,
         S3ObjectStoreResource,
         SqliteLedgerResource,
     )
@@ -126,4 +168,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         registry_uri=settings.mlflow_registry_uri,
         artifact_root=str(settings.mlflow_artifact_root),
     )
-    return {"object_store": object_store, "ledger": ledger, "mlflow": mlflow}
+    return {
+        "object_store": object_store,
+        "ledger": ledger,
+        "mlflow": mlflow,
+        "release_managers": ReleaseManagersResource(managers=settings.release_managers()),
+    }

@@ -1,7 +1,13 @@
 """The report ledger in one SQLite file: the embedded default.
 
 Dagster runs steps in subprocesses, so every call opens its own short-lived connection (WAL mode,
-30 s busy timeout): nothing is shared between threads or processes but the file.
+30 s busy timeout): nothing is shared between threads or processes but the file. Appends and
+lease changes each run in one BEGIN IMMEDIATE transaction, which takes the file's write lock
+before reading: the next seq and prev_hash, or whether a lease is free, cannot change between
+the read and the write.
+
+Schema version 2 (the hash chain and the `leases` table). A version-1 file is refused: its
+records were never hashed.
 """
 
 from __future__ import annotations
@@ -9,41 +15,49 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from release.ledger import (
+    GENESIS_HASH,
+    ChainRow,
+    Lease,
     Ledger,
     LedgerError,
     PromotionEntry,
     ReportEntry,
+    chain_hash,
     check_actions,
     check_limit,
+    entry_record,
     from_iso,
-    to_iso,
+    record_fields,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# `seq` is the insertion order that breaks created_at ties; AUTOINCREMENT never reuses a value.
+# `seq` is assigned by the ledger inside the appending transaction (see `_append`), never by
+# SQLite, so it has no gap; it also breaks created_at ties. The JSON fields are stored as text.
+_CHAIN_COLUMNS = """seq INTEGER PRIMARY KEY,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,"""
 _SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS gate_reports (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    f"""CREATE TABLE IF NOT EXISTS gate_reports (
+        {_CHAIN_COLUMNS}
         report_id TEXT NOT NULL,
         family TEXT NOT NULL,
         created_at TEXT NOT NULL,
-        releasable INTEGER NOT NULL,
-        failing_gates TEXT NOT NULL,
         uri TEXT NOT NULL,
         dagster_run_id TEXT NOT NULL,
         report TEXT NOT NULL
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS gate_reports_report_id ON gate_reports (report_id)",
     "CREATE INDEX IF NOT EXISTS gate_reports_family ON gate_reports (family, created_at, seq)",
-    """CREATE TABLE IF NOT EXISTS promotions (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    f"""CREATE TABLE IF NOT EXISTS promotions (
+        {_CHAIN_COLUMNS}
         family TEXT NOT NULL,
         action TEXT NOT NULL,
         from_version TEXT,
@@ -56,8 +70,20 @@ _SCHEMA = (
         details TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS promotions_family ON promotions (family, created_at, seq)",
+    # Mutable state, outside the chain: one row per family while a release action runs.
+    """CREATE TABLE IF NOT EXISTS leases (
+        family TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    )""",
 )
-_TABLES = {"gate_reports", "promotions", "sqlite_sequence"}
+_TABLES = {"gate_reports", "promotions", "leases", "sqlite_sequence"}
+_JSON_FIELDS = {"gate_reports": "report", "promotions": "details"}
+_LEASE_FIELDS = ("family", "holder", "host", "pid", "token", "acquired_at", "expires_at")
 BUSY_TIMEOUT_SECONDS = 30
 _NEWEST_FIRST = "ORDER BY created_at DESC, seq DESC LIMIT ?"
 
@@ -116,6 +142,16 @@ class SqliteLedger(Ledger):
                     f"{self._path} is an SQLite file but not a report ledger (tables: "
                     f"{sorted(tables)}): point the ledger at another path"
                 )
+            if version == 1:
+                # Its records were never hashed: hashing them now would vouch for whatever the
+                # file holds today, so there is no honest in-place upgrade.
+                raise LedgerError(
+                    f"report ledger {self._path} has schema version 1, which predates the hash "
+                    "chain this code requires (tamper-evident records) and cannot be upgraded "
+                    "in place: move the file away (keep it as an archive of the old audit "
+                    "trail) or point WORLDFLUX_HOME at a new folder; the embedded demo "
+                    "resets with `rm -rf .worldflux`"
+                )
             if version not in (0, SCHEMA_VERSION):
                 raise LedgerError(
                     f"report ledger {self._path} has schema version {version}, this code reads "
@@ -125,23 +161,28 @@ class SqliteLedger(Ledger):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
+    def _append(self, table: str, record: dict[str, Any]) -> None:
+        """Chain and insert one record. BEGIN IMMEDIATE takes the write lock before the last
+        record is read, so two processes cannot both take the same seq, and a failed insert
+        rolls the whole transaction back: no gap."""
+        stored = dict(record)
+        stored[_JSON_FIELDS[table]] = json.dumps(record[_JSON_FIELDS[table]])
+        columns = ("seq", "prev_hash", "hash", *stored)
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            last = conn.execute(
+                f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev_hash = (1, GENESIS_HASH) if last is None else (last[0] + 1, last[1])
+            conn.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
+                (seq, prev_hash, chain_hash(table, seq, prev_hash, record), *stored.values()),
+            )
+
     def add_report(self, entry: ReportEntry) -> None:
         try:
-            with self._connect() as conn:
-                conn.execute(
-                    "INSERT INTO gate_reports (report_id, family, created_at, releasable, "
-                    "failing_gates, uri, dagster_run_id, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        entry.report_id,
-                        entry.family,
-                        to_iso(entry.created_at),
-                        int(entry.releasable),
-                        json.dumps(list(entry.failing_gates)),
-                        entry.uri,
-                        entry.dagster_run_id,
-                        json.dumps(entry.report),
-                    ),
-                )
+            self._append("gate_reports", entry_record(entry))
         except sqlite3.IntegrityError as exc:
             raise LedgerError(
                 f"report {entry.report_id!r} is already in the ledger: reports are append-only, "
@@ -167,24 +208,7 @@ class SqliteLedger(Ledger):
         return [_report(row) for row in rows]
 
     def add_promotion(self, entry: PromotionEntry) -> None:
-        with self._connect() as conn:
-            conn.execute(
-                "INSERT INTO promotions (family, action, from_version, to_version, actor, reason, "
-                "report_id, dagster_run_id, created_at, details) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.family,
-                    entry.action,
-                    entry.from_version,
-                    entry.to_version,
-                    entry.actor,
-                    entry.reason,
-                    entry.report_id,
-                    entry.dagster_run_id,
-                    to_iso(entry.created_at),
-                    json.dumps(entry.details),
-                ),
-            )
+        self._append("promotions", entry_record(entry))
 
     def promotions(self, family: str | None = None, limit: int = 50) -> list[PromotionEntry]:
         check_limit(limit)
@@ -211,6 +235,47 @@ class SqliteLedger(Ledger):
     def close(self) -> None:
         """Nothing to release: every call closes its own connection."""
 
+    def _chain_rows(self, table: str) -> Generator[ChainRow, None, None]:
+        names = record_fields(table)
+        with self._connect() as conn:
+            for row in conn.execute(f"SELECT * FROM {table} ORDER BY seq"):
+                column = _JSON_FIELDS[table]
+                try:
+                    decoded = json.loads(row[column])
+                except (TypeError, ValueError):
+                    yield ChainRow(
+                        row["seq"],
+                        row["prev_hash"],
+                        row["hash"],
+                        None,
+                        f"its {column} is no longer valid JSON",
+                    )
+                    continue
+                record = {name: row[name] for name in names}
+                record[column] = decoded
+                yield ChainRow(row["seq"], row["prev_hash"], row["hash"], record)
+
+    def _try_lease(self, lease: Lease, now: datetime) -> Lease | None:
+        # One IMMEDIATE transaction: the check and the set cannot interleave with another taker.
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT * FROM leases WHERE family = ?", (lease.family,)).fetchone()
+            if row is not None:
+                current = Lease.from_document(dict(row))
+                if not current.takeable(now):
+                    return current
+            document = lease.document()
+            conn.execute(
+                f"INSERT OR REPLACE INTO leases ({', '.join(_LEASE_FIELDS)}) "
+                f"VALUES ({', '.join('?' * len(_LEASE_FIELDS))})",
+                tuple(document[name] for name in _LEASE_FIELDS),
+            )
+        return None
+
+    def _release_lease(self, family: str, token: str) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM leases WHERE family = ? AND token = ?", (family, token))
+
 
 def _family_filter(family: str | None) -> tuple[str, tuple[Any, ...]]:
     return ("", ()) if family is None else ("WHERE family = ?", (family,))
@@ -221,8 +286,6 @@ def _report(row: sqlite3.Row) -> ReportEntry:
         report_id=row["report_id"],
         family=row["family"],
         created_at=from_iso(row["created_at"]),
-        releasable=bool(row["releasable"]),
-        failing_gates=tuple(json.loads(row["failing_gates"])),
         uri=row["uri"],
         dagster_run_id=row["dagster_run_id"],
         report=json.loads(row["report"]),

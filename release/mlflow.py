@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 EXPERIMENT = "worldflux-checkpoints"
+REPORT_EXPERIMENT = "worldflux-gate-reports"
 ALIASES = ("candidate", "champion", "previous-champion")
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_POINTS = 100
@@ -186,10 +187,20 @@ class Mlflow:
         except MlflowException as err:
             if err.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return {}
+            if err.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                what = (
+                    "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (the platform's "
+                    "service account)"
+                )
+            else:
+                what = (
+                    "check that the server is running and reachable (MLFLOW_TRACKING_URI names "
+                    "it), then retry"
+                )
             raise MlflowError(
                 f"cannot read the aliases of {model_name(family)!r} from the MLflow registry at "
-                f"{self.registry_uri or self.tracking_uri}: {err.message}; check that the server "
-                "is running and reachable (MLFLOW_TRACKING_URI names it), then retry"
+                f"{self.registry_uri or self.tracking_uri} ({err.error_code}): {err.message}; "
+                f"{what}"
             ) from err
         return {alias: str(version) for alias, version in model.aliases.items()}
 
@@ -198,6 +209,27 @@ class Mlflow:
 
     def delete_alias(self, family: str, alias: str) -> None:
         self.client().delete_registered_model_alias(model_name(family), alias)
+
+    def put_aliases(self, family: str, wanted: Mapping[str, str | None]) -> None:
+        """Make each named alias point at its version (None: unset it); others are untouched."""
+        now = self.aliases(family)
+        for alias, version in wanted.items():
+            if version is None and alias in now:
+                self.delete_alias(family, alias)
+            elif version is not None and now.get(alias) != version:
+                self.set_alias(family, alias, version)
+
+    def set_version_tag(self, family: str, version: str, key: str, value: str) -> None:
+        self.client().set_model_version_tag(model_name(family), version, key, value)
+
+    def report_run_tags(self, report_id: str) -> dict[str, str]:
+        """The tags of the MLflow run that recorded gate report ``report_id`` ({} if none)."""
+        found = self.client().search_runs(
+            [self.experiment_id(REPORT_EXPERIMENT)],
+            filter_string=f"tags.report_id = '{report_id}'",
+            max_results=2,
+        )
+        return dict(found[0].data.tags) if found else {}
 
     def version_tags(self, family: str, version: str) -> dict[str, str]:
         return dict(self.client().get_model_version(model_name(family), version).tags)

@@ -8,11 +8,10 @@ import json
 from typing import Any
 
 from quality.report import render_markdown, validate_report
-from release.ledger import Ledger, ReportEntry
-from release.mlflow import Mlflow
+from release.decision import report_key
+from release.ledger import Ledger, ReportEntry, canonical_sha256
+from release.mlflow import REPORT_EXPERIMENT, Mlflow
 from release.object_store import ObjectStore
-
-REPORT_EXPERIMENT = "worldflux-gate-reports"
 
 
 def record_report(
@@ -27,16 +26,18 @@ def record_report(
     validate_report(report)
     report = json.loads(json.dumps(report))  # plain JSON (tuples -> lists), as stored everywhere
     family, report_id = report["family"], report["report_id"]
-    key = f"reports/{family}/{report_id}"
-    uri = store.put_json(f"{key}.json", report)
-    store.put_bytes(f"{key}.md", render_markdown(report).encode())
+    key = report_key(family, report_id)
+    uri = store.put_json(key, report)
+    store.put_bytes(key.removesuffix(".json") + ".md", render_markdown(report).encode())
 
-    releasable = bool(report["gates"]["release_pass"])
-    run_id = mlflow.start_run(
-        report_id,
-        {"family": family, "releasable": str(releasable), "dagster_run_id": dagster_run_id},
-        experiment=REPORT_EXPERIMENT,
-    )
+    # Its content hash goes wherever the report is kept, so a release can check they agree.
+    tags = {
+        "family": family,
+        "report_id": report_id,
+        "report_sha256": canonical_sha256(report),
+        "dagster_run_id": dagster_run_id,
+    }
+    run_id = mlflow.start_run(report_id, tags, experiment=REPORT_EXPERIMENT)
     passed = sum(g["status"] == "pass" for g in report["gates"]["results"])
     mlflow.log_metrics(
         run_id,
@@ -53,8 +54,6 @@ def record_report(
         report_id=report_id,
         family=family,
         created_at=dt.datetime.now(dt.UTC),
-        releasable=releasable,
-        failing_gates=tuple(report["failed_gates"]),
         uri=uri,
         dagster_run_id=dagster_run_id,
         report=report,

@@ -1,6 +1,7 @@
 """A whole embedded platform in a temporary folder: Dagster instance (the repo's dagster.yaml),
 MLflow (SQLite), object store and ledger, built from the same settings code as production."""
 
+import getpass
 import os
 import shutil
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from release.mlflow import Mlflow
 from release.object_store import ObjectStore
 
 REPO = Path(__file__).resolve().parents[2]
+ACTORS = ("alice", "bob", "carol", "fay", "mal")
 
 
 @dataclass
@@ -47,6 +49,8 @@ def make_platform(root: Path) -> Iterator[Platform]:
         "DAGSTER_HOME": str(root / "dagster"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'home' / 'mlflow.db'}",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # The tests' actors and whoever runs the tests (the CLI acts as the login user).
+        "WORLDFLUX_RELEASE_MANAGERS": ",".join([*ACTORS, getpass.getuser()]),
     }
     (root / "dagster").mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", root / "dagster" / "dagster.yaml")
