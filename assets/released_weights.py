@@ -1,7 +1,6 @@
 """``released_weights``: a family's champion weights, promoted, rolled back or reconciled by a
 release manager."""
 
-import getpass
 from typing import Literal
 
 import dagster as dg
@@ -15,14 +14,22 @@ from assets.resources import (
 )
 from release.decision import PromotionRefused
 from release.mlflow import model_name
-from release.promotion import ReleaseFault, ReleaseRequest, Services, run_release
+from release.promotion import (
+    ReleaseFault,
+    ReleaseRequest,
+    Services,
+    record_refusal,
+    run_release,
+)
+
+UNNAMED = "(no actor named)"
 
 
 class ReleaseConfig(dg.Config):
     action: Literal["promote", "rollback", "reconcile"] = "promote"
     reason: str = ""  # required: it goes into the audit trail
-    # Who acts; empty: the login of the process running the step. Dagster OSS does not
-    # authenticate UI users: a UI launch must name a release manager (docs/orchestration.md).
+    # Who acts, required and on the release managers' list. Dagster OSS does not authenticate UI
+    # users, so this is a declaration there (docs/orchestration.md); the CLI sets the login user.
     actor: str = ""
 
 
@@ -54,13 +61,20 @@ def released_weights(
     request = ReleaseRequest(
         family=family,
         action=config.action,
-        actor=config.actor.strip() or getpass.getuser(),
+        actor=config.actor.strip() or UNNAMED,
         reason=config.reason,
         dagster_run_id=context.run.run_id,
     )
     with ledger.open() as book:
         services = Services(object_store.open(), book, mlflow.open())
         try:
+            if request.actor == UNNAMED:
+                refusal = (
+                    "no actor named: set the run config's actor to your identity (a release "
+                    "manager); the CLI does this with the login user"
+                )
+                record_refusal(request, book, refusal)
+                raise PromotionRefused(refusal)
             release = run_release(
                 request,
                 services,

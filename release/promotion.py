@@ -292,9 +292,15 @@ def _record_refusal(
             state.champion,
             None,
             {"refusal": str(refused), "requested": request.action},
-            report_id=report_id,
+            report_id=report_id or _latest_report_id(ledger, request.family),
         )
     )
+
+
+def _latest_report_id(ledger: Ledger, family: str) -> str | None:
+    """The report a request without one of its own was made against: the family's latest."""
+    latest = ledger.latest_report(family)
+    return latest.report_id if latest is not None else None
 
 
 _SERVICES: tuple[tuple[type[BaseException], str], ...] = (
@@ -338,6 +344,7 @@ def _fault(
         details |= {"intent": intent.id, "reached": intent.reached}
     try:
         state = champion_state(ledger, request.family)
+        report_id = report_id or _latest_report_id(ledger, request.family)
         ledger.add_promotion(
             request.entry("failed", state.champion, None, details, report_id=report_id)
         )

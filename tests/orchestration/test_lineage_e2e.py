@@ -448,10 +448,19 @@ def test_two_cli_promotions_at_once_do_not_fork_the_audit_trail(
     }
 
 
-def test_promotion_needs_a_reason(platform: Platform, lineage: Lineage) -> None:
-    outcome = ops.release(platform.defs, platform.instance, HEALTHY, action="promote", reason="")
+def test_promotion_needs_a_reason_and_a_named_actor(platform: Platform, lineage: Lineage) -> None:
+    defs, instance = platform.defs, platform.instance
+    outcome = ops.release(defs, instance, HEALTHY, action="promote", reason="", actor="alice")
     assert not outcome.success
     assert "needs a reason" in outcome.message
+    # A run launched without an actor (e.g. from the Dagster UI with the default config).
+    outcome = ops.release(defs, instance, HEALTHY, action="promote", reason="ui")
+    assert not outcome.success
+    assert "no actor named" in outcome.message
+    with platform.ledger() as ledger:
+        [latest] = ledger.promotions(HEALTHY, limit=1)
+    assert (latest.action, latest.reason) == ("refused", "ui")
+    assert latest.report_id == ledger.latest_report(HEALTHY).report_id  # type: ignore[union-attr]
 
 
 def test_rollback_without_a_previous_champion_is_refused_and_recorded(

@@ -18,6 +18,7 @@ import pytest
 from release.decision import PromotionRefused, report_key
 from release.ledger import MAX_REASON_CHARS, PromotionEntry
 from release.mlflow import Mlflow
+from release.object_store import S3ObjectStore
 from release.promotion import (
     ReleaseFault,
     ReleaseRequest,
@@ -321,3 +322,26 @@ def test_an_unreachable_registry_is_a_fault_not_a_refusal(world: World, action: 
         p for p in promotions(world) if p.reason == "while MLflow is down" and p.action == "refused"
     ]
     assert_consistent(world)
+
+
+def test_an_unreachable_object_store_is_a_fault_naming_it(world: World) -> None:
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    services = world.services()
+    down = Services(S3ObjectStore(client, "releases"), services.ledger, services.mlflow)
+    request = ReleaseRequest(FAMILY, "promote", "alice", "while S3 is down", "r")
+    with down.ledger, pytest.raises(ReleaseFault, match="the object store failed"):
+        run_release(request, down, seeds=SEEDS, managers=MANAGERS)
+    latest = promotions(world)[0]
+    assert (latest.action, latest.details["service"]) == ("failed", "the object store")
+    assert latest.report_id is not None
+    assert world.mlflow().aliases(FAMILY) == {"champion": "2", "previous-champion": "1"}
