@@ -437,12 +437,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     args = build_parser().parse_args(argv)
     from orchestration.settings import SettingsError
+    from release.ledger import LedgerError
+    from release.mlflow import MlflowError
+    from release.object_store import ObjectStoreError
 
     try:
         return int(args.func(args))
     except SettingsError as err:
-        console.print(f"[red]configuration error[/red]: {err}")
+        console.print(f"[red]configuration error[/red]: {escape(str(err))}")
         return 2
+    except (LedgerError, MlflowError, ObjectStoreError) as err:  # a service is down or refuses
+        console.print(f"[red]{type(err).__name__}[/red]: {escape(str(err))}")
+        return 1
 
 
 if __name__ == "__main__":

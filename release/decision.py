@@ -154,7 +154,7 @@ def _check_fresh(
         manifest = read_dataset_manifest(store, name)
         expectations = manifest.get("expectations") or {}
         if expectations.get("success") is not True:
-            failed = "; ".join(expectations.get("failures") or []) or "no results recorded"
+            failed = "; ".join(expectations.get("failures") or []) or "no failure listed"
             raise PromotionRefused(
                 f"the data set {name!r} of {family} failed its latest expectation suite "
                 f"({failed}): fix the data, re-materialize dataset[{name}] and {again}"

@@ -42,7 +42,6 @@ from release.ledger import (
     MAX_REASON_CHARS,
     Ledger,
     LedgerBusy,
-    LedgerError,
     LedgerTampered,
     PromotionEntry,
 )
@@ -58,6 +57,7 @@ STEPS = ("pending", "weights copied", "version registered", "aliases moved", "co
 _HISTORY = 200
 
 Observer = Callable[[str], None]
+UNNAMED = "(no actor named)"  # what a request without an actor is recorded as
 
 
 class ReleaseFault(RuntimeError):
@@ -95,7 +95,7 @@ class ReleaseRequest:
             action=action,
             from_version=from_version,
             to_version=to_version,
-            actor=_capped(self.actor, MAX_ACTOR_CHARS),
+            actor=_capped(self.actor.strip() or UNNAMED, MAX_ACTOR_CHARS),
             reason=_capped(self.reason, MAX_REASON_CHARS),
             report_id=report_id,
             dagster_run_id=self.dagster_run_id,
@@ -255,6 +255,11 @@ def run_release(
 def check_request(request: ReleaseRequest, managers: frozenset[str]) -> None:
     if request.action not in REQUESTS:
         raise PromotionRefused(f"unknown release action {request.action!r}: one of {REQUESTS}")
+    if not request.actor.strip():
+        raise PromotionRefused(
+            "no actor named: set the run config's actor to your identity (a release manager); "
+            "the CLI sets the login user"
+        )
     if not request.reason.strip():
         raise PromotionRefused(f"a {request.action} needs a reason (it goes into the audit trail)")
     for what, text, cap in (
@@ -348,7 +353,7 @@ def _fault(
         ledger.add_promotion(
             request.entry("failed", state.champion, None, details, report_id=report_id)
         )
-    except LedgerError as unrecorded:
+    except Exception as unrecorded:  # reported even when it cannot be recorded
         message += f" (the ledger could not record this fault either: {unrecorded})"
     return ReleaseFault(message)
 
@@ -389,7 +394,8 @@ def _locked(
         return _rollback(request, services, target, intent, observer)
     except PromotionRefused as refused:
         if intent is not None:  # refused mid-way (e.g. the release copy reads back wrong)
-            resolve_interrupted(request, services)
+            with contextlib.suppress(Exception):  # if not now, the next call resolves it
+                resolve_interrupted(request, services)
         _record_refusal(request, ledger, refused, report_id)
         raise
     except Exception as error:

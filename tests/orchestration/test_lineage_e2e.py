@@ -415,9 +415,14 @@ def test_an_unreachable_registry_is_reported_as_a_fault(
     }
     with mock.patch.dict(os.environ, down):
         assert cli.main(["rollback", HEALTHY, "--reason", "mlflow down"]) == 1
-    out = capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert cli.main(["status", HEALTHY]) == 1  # status says so too, without a traceback
     assert "not done" in out
     assert "the MLflow registry failed" in out
+    status = capsys.readouterr().out
+    assert "MlflowError" in status
+    assert "is running and reachable" in status
+    assert "Traceback" not in status
     with platform.ledger() as ledger:
         [latest] = ledger.promotions(HEALTHY, limit=1)
     assert (latest.action, latest.details["service"]) == ("failed", "the MLflow registry")
