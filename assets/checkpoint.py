@@ -9,10 +9,10 @@ from assets.partitions import checkpoint_partitions, dataset_of
 from assets.resources import MlflowResource, ObjectStoreResource
 from quality.policy import load_policy
 from quality.seed_run import SeedRunSpec, run_seed
+from release.datasets import read_dataset
 from release.lineage import (
     checkpoint_prefix,
     publish_checkpoint,
-    read_dataset,
     scratch_dir,
 )
 from release.tracking import LogProgress, track_seed_run

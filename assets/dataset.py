@@ -1,78 +1,121 @@
-"""``dataset``: a bundled data set, validated and published to the object store."""
+"""``dataset``: a registered data set's table, checked raw, published as a version."""
 
+import json
 import time
+from pathlib import Path
 
 import dagster as dg
 
 from assets.partitions import dataset_partitions
 from assets.resources import ObjectStoreResource
-from quality.expectations import CHECK_GROUPS, validate_dataset
-from release.lineage import publish_dataset
-from worldflux.data import list_bundled, load_bundled
+from quality.expectations import EXPECTATION_GROUPS, ExpectationReport, validate_table
+from quality.table import TableError, load_table, read_table_spec, table_digest
+from release.datasets import BUNDLED, bundled_table, publish_version, read_registration
+from release.lineage import scratch_dir
+from release.object_store import ObjectStore
 
-CHECK_DESCRIPTIONS = {
-    "row_count": "enough rows to train and hold out episodes",
-    "schema": "every column present with the right dtype",
-    "no_nulls": "no missing values",
-    "finite_values": "no NaN or infinite values",
-    "action_bounds": "actions inside the action space (placeholders at episode starts)",
-    "unique_episode_step": "each (episode, step) appears once",
-    "one_end_per_episode": "exactly one terminated/truncated row per episode, at its last step",
-}
+
+def fetch_table(store: ObjectStore, source: str, folder: Path) -> Path:
+    """The registered table as a local Parquet file: a bundled data set is written in the
+    table format first, so bundled and registered data sets take one path."""
+    path = folder / "table.parquet"
+    if source.startswith(BUNDLED):
+        return bundled_table(source.removeprefix(BUNDLED), path)
+    path.write_bytes(store.get_bytes(source))
+    return path
+
+
+def _check_results(report: ExpectationReport) -> list[dg.AssetCheckResult]:
+    checks = []
+    for group in EXPECTATION_GROUPS:
+        results = report.group(group.name)
+        failed = [r for r in results if not r.success]
+        checks.append(
+            dg.AssetCheckResult(
+                check_name=f"expect_{group.name}",
+                passed=bool(results) and not failed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="; ".join(r.describe() for r in failed)
+                or f"{len(results)} expectations passed",
+                metadata={
+                    "expectations": len(results),
+                    "failed": dg.MetadataValue.json([r.to_dict() for r in failed]),
+                },
+            )
+        )
+    return checks
 
 
 @dg.asset(
     partitions_def=dataset_partitions,
     group_name="data",
-    kinds={"python", "safetensors"},
+    kinds={"python", "parquet"},
     description=(
-        "A bundled trajectory data set (CartPole, Pendulum, rendered CartPole frames) published "
-        "to the object store with its manifest. The great-expectations suite runs as blocking "
-        "checks; checkpoints refuse a data set whose latest suite failed."
+        "A registered trajectory data set (the bundled ones are pre-registered; `python -m "
+        "orchestration dataset add` registers a Parquet table). The great-expectations suite "
+        "runs on the raw table, streaming by row groups, as blocking checks that name the "
+        "failing rows. Every version is kept under its content digest; only a passing one is "
+        "built, published and made the latest good version that checkpoints train on."
     ),
     check_specs=[
-        dg.AssetCheckSpec(f"expect_{group}", asset="dataset", blocking=True, description=text)
-        for group, text in CHECK_DESCRIPTIONS.items()
+        dg.AssetCheckSpec(
+            f"expect_{group.name}", asset="dataset", blocking=True, description=group.description
+        )
+        for group in EXPECTATION_GROUPS
     ],
 )
 def dataset(
     context: dg.AssetExecutionContext, object_store: ObjectStoreResource
 ) -> dg.MaterializeResult:
     name = context.partition_key
-    data = load_bundled(name)
-    started = time.perf_counter()
-    report = validate_dataset(data)
-    work_seconds = time.perf_counter() - started
-    source = next(entry for entry in list_bundled() if entry["name"] == name)
-    expectations = {"success": report.success, "failures": [f.describe() for f in report.failures]}
-    manifest = publish_dataset(
-        object_store.open(),
-        data,
-        {"source": source, "expectations": expectations, "dagster_run_id": context.run.run_id},
-    )
-    checks = []
-    for group in CHECK_GROUPS:
-        results = report.group(group)
-        failed = [r.describe() for r in results if not r.success]
-        checks.append(
-            dg.AssetCheckResult(
-                check_name=f"expect_{group}",
-                passed=bool(results) and not failed,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description="; ".join(failed) or f"{len(results)} expectations passed",
-                metadata={"expectations": len(results), "failed": dg.MetadataValue.json(failed)},
-            )
+    store = object_store.open()
+    registration = read_registration(store, name)
+    with scratch_dir("dataset") as tmp:
+        path = fetch_table(store, registration.source, Path(tmp))
+        spec_file = None
+        if registration.spec is not None:  # a third-party table without a spec of its own
+            spec_file = Path(tmp) / "spec.json"
+            spec_file.write_text(registration.spec)
+        try:
+            spec = read_table_spec(path, spec_file)
+        except TableError as err:
+            raise dg.Failure(description=f"dataset {name}: {err}", allow_retries=False) from err
+        started = time.perf_counter()
+        digest = table_digest(path)
+        report = validate_table(path, spec)
+        data = load_table(path, spec, name=name) if report.success else None
+        work_seconds = time.perf_counter() - started
+        manifest = publish_version(
+            store,
+            name,
+            table=path,
+            digest=digest,
+            expectations={
+                "success": report.success,
+                "failures": [f.describe() for f in report.failures],
+            },
+            data=data,
+            provenance={
+                "source": registration.source,
+                "table_spec": json.loads(spec.to_json()),
+                "dagster_run_id": context.run.run_id,
+            },
+        )
+    if not report.success:
+        context.log.warning(
+            f"dataset {name}: version {digest} failed its expectation suite; the latest good "
+            "version stays what checkpoints train on"
         )
     return dg.MaterializeResult(
         metadata={
-            "uri": dg.MetadataValue.path(manifest["uri"]),
-            "rows": manifest["rows"],
-            "episodes": manifest["episodes"],
-            "sha256": manifest["sha256"],
-            "digest": manifest["digest"],
+            "digest": digest,
+            "good": report.success,
+            "table_uri": dg.MetadataValue.path(manifest["table_uri"]),
+            "rows": manifest.get("rows", 0),
+            "episodes": manifest.get("episodes", 0),
             "expectations": report.summary(),
-            "source": dg.MetadataValue.json(source),
+            "source": registration.source,
             "work_seconds": work_seconds,
         },
-        check_results=checks,
+        check_results=_check_results(report),
     )

@@ -15,11 +15,11 @@ from quality.gates.result import GateResult
 from quality.policy import Policy, load_policy
 from quality.report import render_markdown
 from quality.seed_run import measure_stored
+from release.datasets import read_dataset
 from release.lineage import (
     LineageError,
     download_weights,
     read_checkpoint_records,
-    read_dataset,
     read_repeats,
     scratch_dir,
 )

@@ -1,6 +1,7 @@
-"""Partitions of the lineage, taken from the library so that a new family or data set appears
-without a code change here: data sets from ``worldflux.data.list_bundled()``, families from
-``worldflux.list_models()``, each family's data set from its gate policy."""
+"""Partitions of the lineage. Families come from ``worldflux.list_models()``, each family's data
+set from its gate policy; data sets are dynamic partitions: the bundled ones
+(``worldflux.data.list_bundled()``) are pre-registered, others are added by
+``python -m orchestration dataset add``. A new family or data set needs no code change here."""
 
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ def seeds_from_env() -> list[int]:
     return list(range(int(raw)))
 
 
-DATASETS = [entry["name"] for entry in list_bundled()]
+BUNDLED_DATASETS = [entry["name"] for entry in list_bundled()]
 FAMILIES = [entry["family"] for entry in worldflux.list_models()]
 SEEDS = seeds_from_env()
 
-dataset_partitions = dg.StaticPartitionsDefinition(DATASETS)
+dataset_partitions = dg.DynamicPartitionsDefinition(name="datasets")
 family_partitions = dg.StaticPartitionsDefinition(FAMILIES)
 checkpoint_partitions = dg.MultiPartitionsDefinition(
     {"family": family_partitions, "seed": dg.StaticPartitionsDefinition([str(s) for s in SEEDS])}

@@ -9,7 +9,8 @@ from assets.partitions import SEEDS, dataset_of, family_partitions
 from assets.resources import ObjectStoreResource
 from quality.policy import load_policy
 from quality.sweep import repeat_runs
-from release.lineage import publish_repeats, read_dataset
+from release.datasets import read_dataset
+from release.lineage import publish_repeats
 
 
 @dg.asset(

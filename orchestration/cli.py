@@ -7,6 +7,8 @@
     promote FAMILY --reason R  promote through Dagster (refused when the gates say no)
     rollback FAMILY --reason R champion <- previous-champion, through Dagster
     reconcile FAMILY --reason R  put MLflow aliases and champion.json back as the ledger says
+    dataset list | export NAME FILE | add NAME FILE [--spec S] | remove NAME --reason R
+                               registered data sets: Parquet tables in, checked, versioned
 
 Release actions run as the login user, who must be a release manager (WORLDFLUX_RELEASE_MANAGERS).
 
@@ -61,10 +63,13 @@ def prepare_environment() -> Any:
 def _platform() -> tuple[Any, Any, Any]:
     import dagster as dg
 
+    from orchestration.datasets import ensure_bundled, object_store
     from orchestration.definitions import build_definitions
 
     settings = prepare_environment()
-    return settings, build_definitions(settings), dg.DagsterInstance.get()
+    defs, instance = build_definitions(settings), dg.DagsterInstance.get()
+    ensure_bundled(object_store(defs), instance)
+    return settings, defs, instance
 
 
 # ------------------------------------------------------------------------------------ status
@@ -235,6 +240,79 @@ def cmd_release(args: argparse.Namespace) -> int:
         f"v{aliases.get('previous-champion', '-')}); Dagster run {outcome.run_id}"
     )
     return 0
+
+
+# ----------------------------------------------------------------------------------- dataset
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from orchestration import datasets as ds
+    from quality.table import TableError
+    from release.datasets import last_check, read_registration, versions
+    from release.lineage import LineageError, scratch_dir
+
+    _, defs, instance = _platform()
+    try:
+        if args.action == "list":
+            store = defs.resources["object_store"].open()
+            table = Table(title="Data sets", show_lines=True)
+            for column in ("name", "source", "latest good", "last check", "versions"):
+                table.add_column(column, overflow="fold")
+            for name in sorted(instance.get_dynamic_partitions(ds.PARTITIONS)):
+                registration = read_registration(store, name)
+                kept = versions(store, name)
+                good = [v for v in kept if v.get("expectations", {}).get("success")]
+                check = last_check(store, name)
+                shown = "[dim]never checked[/dim]"
+                if check is not None:
+                    verdict = "[green]passed[/green]" if check["success"] else "[red]FAILED[/red]"
+                    shown = f"{verdict} {escape(str(check['digest'])[:16])}"
+                latest = escape(str(good[-1]["digest"])[:16]) if good else "[dim]none[/dim]"
+                table.add_row(name, escape(registration.source), latest, shown, str(len(kept)))
+            console.print(table)
+            return 0
+        if args.action == "export":
+            manifest = ds.export(defs, args.name, Path(args.file))
+            console.print(
+                f"exported {args.name} ({manifest.get('rows')} rows, digest "
+                f"{manifest.get('digest')}) to {escape(args.file)}"
+            )
+            return 0
+        if args.action == "remove":
+            ds.remove(defs, instance, args.name, actor=getpass.getuser(), reason=args.reason)
+            console.print(f"removed {args.name}: no longer checked nightly; its versions are kept")
+            return 0
+        spec = Path(args.spec) if args.spec else None
+        with (
+            scratch_dir("dataset-add") as tmp,
+            console.status(f"checking {args.name} (Dagster run)..."),
+        ):
+            added = ds.add(
+                defs,
+                instance,
+                args.name,
+                ds.fetch_source(args.file, Path(tmp)),
+                actor=getpass.getuser(),
+                spec_file=spec,
+                quiet=True,
+            )
+    except (TableError, LineageError, FileNotFoundError) as err:
+        console.print(f"[red]dataset {args.action} failed[/red]: {escape(str(err))}")
+        return 2
+    if not added.outcome.success and not added.failed_checks:
+        console.print(f"[red]dataset add failed[/red]: {escape(added.outcome.message)}")
+        return 1
+    if added.good:
+        console.print(
+            f"[green]{args.name} version {added.digest} passed[/green] every expectation and "
+            "is the latest good version"
+        )
+        return 0
+    console.print(
+        f"[red]{args.name} version {added.digest} FAILED[/red] its expectations; it is kept "
+        "for inspection and the latest good version (if any) stays what checkpoints use:"
+    )
+    for failed in added.failed_checks:
+        console.print(f"  {failed.check_name}: {escape(failed.description or '')}")
+    return 1
 
 
 # -------------------------------------------------------------------------------------- demo
@@ -424,6 +502,20 @@ def build_parser() -> argparse.ArgumentParser:
             "--actor", default="", help="must be the login user if given (the CLI acts as it)"
         )
         cmd.set_defaults(func=cmd_release)
+    dataset = sub.add_parser("dataset", help="registered data sets: list, export, add, remove")
+    actions = dataset.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="registered data sets, latest good and last checked version")
+    export = actions.add_parser("export", help="write a data set as a Parquet table")
+    export.add_argument("name")
+    export.add_argument("file")
+    add = actions.add_parser("add", help="register a Parquet table and check it (a new version)")
+    add.add_argument("name")
+    add.add_argument("file", help="a local path or s3://bucket/key (AWS_ENDPOINT_URL for MinIO)")
+    add.add_argument("--spec", help="JSON spec, for a table whose file does not carry one")
+    remove = actions.add_parser("remove", help="stop checking a data set; its history stays")
+    remove.add_argument("name")
+    remove.add_argument("--reason", required=True)
+    dataset.set_defaults(func=cmd_dataset)
     return parser
 
 

@@ -1,5 +1,5 @@
-"""The nightly schedules: every data set at 01:45 UTC; every family x seed checkpoint and every
-family's same-seed re-runs at 02:00.
+"""The nightly schedules: every registered data set at 01:45 UTC; every family x seed checkpoint
+and every family's same-seed re-runs at 02:00.
 
 ``build_schedule_from_partitioned_job`` rejects static x static partitions, so the schedule
 yields one RunRequest per partition with a run key fixed by the night: a tick evaluated twice
@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from assets.partitions import DATASETS, FAMILIES, SEEDS, checkpoint_key
+from assets.partitions import FAMILIES, SEEDS, checkpoint_key
+from assets.resources import ObjectStoreResource
+from orchestration.datasets import PARTITIONS, ensure_bundled
 from orchestration.jobs import checkpoint_job, dataset_job, repeatability_job
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -34,8 +36,8 @@ def _nightly(
     ]
 
 
-def dataset_requests(night: str) -> list[dg.RunRequest]:
-    return _nightly(night, "dataset", [(name, name) for name in DATASETS])
+def dataset_requests(night: str, names: Sequence[str]) -> list[dg.RunRequest]:
+    return _nightly(night, "dataset", [(name, name) for name in names])
 
 
 def checkpoint_requests(night: str) -> list[dg.RunRequest]:
@@ -53,10 +55,15 @@ def repeatability_requests(night: str) -> list[dg.RunRequest]:
     execution_timezone="UTC",
     job=dataset_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every night at 01:45 UTC: publish every data set and run its expectation suite.",
+    description="Every night at 01:45 UTC: check every registered data set (the bundled ones are "
+    "registered here if they are not yet) and publish its passing versions.",
 )
-def nightly_datasets(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    return dataset_requests(context.scheduled_execution_time.strftime("%Y-%m-%d"))
+def nightly_datasets(
+    context: dg.ScheduleEvaluationContext, object_store: ObjectStoreResource
+) -> list[dg.RunRequest]:
+    ensure_bundled(object_store.open(), context.instance)
+    names = context.instance.get_dynamic_partitions(PARTITIONS)
+    return dataset_requests(context.scheduled_execution_time.strftime("%Y-%m-%d"), names)
 
 
 @dg.schedule(

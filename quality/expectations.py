@@ -1,95 +1,200 @@
-"""The data-set expectation suite: a great-expectations 1.x suite over a trajectory table.
+"""The data-set expectation suite: great-expectations 1.x over a raw trajectory table, streaming.
 
-A trajectory data set (``worldflux.data.TrajectoryDataset``) flattens to a table with one row
-per observation (see docs/datasets.md): ``episode``, ``step``, ``reward``, ``terminated``,
-``truncated``, ``obs_0..obs_k`` and ``action`` (a discrete index) or ``action_0..``.
-``validate_trajectory_table`` checks such a table and returns an ``ExpectationReport`` whose
-failures name the offending rows by DataFrame index, so a bad release candidate says *where*
-it is bad, not only that it is::
+A trajectory table (``quality.table``: one Parquet row per data-set row, ``observation`` and
+continuous ``action`` as list columns) is checked chunk by chunk *before* any
+``TrajectoryDataset`` is built from it, so a bad file says where it is bad instead of the
+data-set constructor refusing it wholesale::
 
-    report = validate_dataset(load_bundled("cartpole"))
+    spec = read_table_spec(path)
+    report = validate_table(path, spec)
     if not report.success:
-        print(report.summary())
+        print(report.summary())  # finite_values: observation: 1 row(s): row 812 (episode 4, ...)
 
-The ``TrajectoryDataset`` constructor already rejects bad data; this suite exists for tables
-built or edited outside it (exports, third-party data, hand fixes) and to give a release gate a
-structured, row-naming record. great_expectations is imported lazily (about 3 s) so importing
-this module stays cheap. See docs/quality-expectations.md.
+Each chunk becomes a pandas DataFrame of the raw key columns the checks read plus per-row
+helper columns computed with numpy (``observation__size``, ``observation__finite``,
+``action__in_bounds``, ``episode__one_end``, ...), so list columns never explode into one
+column per entry. Checks that span rows (unique (episode, step), one end per episode, order)
+carry a little state from chunk to chunk: the previous chunk's last (episode, step), the open
+episode's end count, and the next chunk's first (episode, step). Results are merged per check
+across chunks.
+
+``EXPECTATION_GROUPS`` declares what a release manager asks of a data set, one group per
+question; the orchestration shows each group as one blocking check. great_expectations (about
+3 s) and worldflux (torch) are imported lazily, so importing this module stays cheap. See
+docs/quality-expectations.md.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 # No pandas-stubs in this environment (and pyproject's ignore list does not name pandas).
 import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+from quality.table import (
+    TABLE_COLUMNS,
+    TableSpec,
+    dataset_batch,
+    open_parquet,
+    stream_rows,
+    table_schema,
+)
 
 if TYPE_CHECKING:
-    from worldflux.data.dataset import TrajectoryDataset
+    from worldflux.data.dataset import DatasetSpec, TrajectoryDataset
 
 __all__ = [
     "CHECK_GROUPS",
-    "END_COUNT_COLUMN",
-    "END_LAST_COLUMN",
+    "CHUNK_ROWS",
+    "EXPECTATION_GROUPS",
     "MAX_FAILING_ROWS",
+    "ExpectationGroup",
     "ExpectationReport",
     "ExpectationResult",
-    "table_column_names",
-    "trajectory_table",
+    "groups_markdown",
     "validate_dataset",
-    "validate_trajectory_table",
+    "validate_table",
 ]
 
 # How many offending rows a result names: enough to find the pattern, small enough for a report.
 MAX_FAILING_ROWS = 20
-# Helper columns computed before validation, because great-expectations has no expectation for
-# "exactly one end per episode" or "the end sits at the episode's last step".
-END_COUNT_COLUMN = "ends_in_episode"
-END_LAST_COLUMN = "end_is_last_step"
+# Default chunk: about 64 MiB of decoded columns, at most this many rows. great-expectations
+# copies the chunk's frame for each expectation, so memory grows with it (about 0.7 KB a row
+# at its peak); past ~500k rows larger chunks gain little speed (scripts/benchmark_expectations.py).
+CHUNK_ROWS = 1 << 19
+# Floats become float32 in the data set: a float64 value beyond this would turn into inf.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-# Accepted dtype names per kind. Widths are not pinned: an exported table may widen float32 to
-# float64 without being wrong, but an integer column must not turn into floats (or back). The
-# Python names ("int", "float") matter for object columns, which great-expectations checks value
-# by value with isinstance: without them a Python float in an object column is "not a float".
-_KIND_TYPES: dict[str, list[str]] = {
-    "int": ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "int"],
-    "float": ["float16", "float32", "float64", "float"],
-    "bool": ["bool"],
+Array = npt.NDArray[Any]
+Key = tuple[int | float | None, int | float | None]
+
+
+# --------------------------------------------------------------------------------- groups
+@dataclass(frozen=True)
+class ExpectationGroup:
+    """One question a release manager asks of a data set, answered by ``checks``.
+
+    ``description`` is what the orchestration UI shows for the group's check; ``how`` says how
+    it is checked (docs/quality-expectations.md lists both, generated by ``groups_markdown``).
+    """
+
+    name: str
+    description: str
+    checks: tuple[str, ...]
+    how: str
+
+
+# ``how`` texts: "in_set" is great-expectations' expect_column_values_to_be_in_set, run per
+# chunk on a helper column (``<name>__<what>``) computed with numpy.
+EXPECTATION_GROUPS: tuple[ExpectationGroup, ...] = (
+    ExpectationGroup(
+        "row_count",
+        "enough rows to train and hold out episodes",
+        ("min_rows",),
+        "once per table: the row count from the Parquet footer (or the data set's length) is "
+        "at least `min_rows` (default 1000)",
+    ),
+    ExpectationGroup(
+        "schema",
+        "every column present with the right dtype and shape",
+        ("present", "dtype", "shape"),
+        "`present`, `dtype`: once per table, on the Arrow schema: ints for `episode`, `step` "
+        "and a discrete `action`; floats for `reward`; bools for the flags; a list of floats "
+        "(fixed-size or not) for `observation` and a continuous `action`; any width. `shape`: "
+        "in_set {prod(obs_shape)} or {action_dim} on `<list column>__size`, the row's entry "
+        "count",
+    ),
+    ExpectationGroup(
+        "no_nulls",
+        "no missing values",
+        ("not_null",),
+        "in_set {True} on `<column>__present`: the row is not null and holds no null entry (a "
+        "NaN is a value, not a null)",
+    ),
+    ExpectationGroup(
+        "finite_values",
+        "no NaN or infinite values",
+        ("finite",),
+        "in_set {True} on `<column>__finite`: every entry of `observation`, `reward` and a "
+        "continuous `action` is finite once cast to float32",
+    ),
+    ExpectationGroup(
+        "action_bounds",
+        "actions inside the action space (placeholders at episode starts)",
+        ("action_bounds", "action_placeholder"),
+        "`action_bounds`: discrete: in_set {0..action_dim-1} on `action`; continuous: in_set "
+        "{True} on `action__in_bounds` (every entry in [action_low, action_high]; rows at step "
+        "0 exempt). `action_placeholder`: in_set {True} on `action__placeholder` (a zero "
+        "action, or index 0, at step 0)",
+    ),
+    ExpectationGroup(
+        "unique_episode_step",
+        "each (episode, step) appears once",
+        ("unique_episode_step", "unique_across_chunks"),
+        "`unique_episode_step`: `expect_compound_columns_to_be_unique` on (`episode`, `step`) "
+        "within each chunk; `unique_across_chunks`: in_set {False} on "
+        "`key__repeats_across_chunks` (rows at a chunk's edge equal to the neighbouring "
+        "chunk's last or first key)",
+    ),
+    ExpectationGroup(
+        "one_end_per_episode",
+        "exactly one terminated/truncated row per episode, at its last step",
+        ("one_end_per_episode", "end_is_last_step"),
+        "`one_end_per_episode`: in_set {True} on `episode__one_end` (at each episode's last "
+        "row, its end flags, terminated + truncated counted across chunks, total 1); "
+        "`end_is_last_step`: in_set {True} on `end__at_last_row` (a row has an end flag iff "
+        "it is its episode's last row)",
+    ),
+    ExpectationGroup(
+        "order",
+        "rows ordered by episode (0, 1, 2, ...) then step (0..T, no gaps), episodes of 2+ "
+        "rows, reward 0 at each episode's first row",
+        ("order", "episode_length", "first_reward"),
+        "`order`: in_set {True} on `order__follows` (the table starts at episode 0, step 0; "
+        "each row continues its predecessor's episode at the next step or starts the next "
+        "episode at step 0; an exact repeat is left to the uniqueness group); "
+        "`episode_length`: in_set {True} on `order__episode_length` (no one-row episode); "
+        "`first_reward`: in_set {True} on `reward__first_zero`",
+    ),
+)
+CHECK_GROUPS: dict[str, tuple[str, ...]] = {g.name: g.checks for g in EXPECTATION_GROUPS}
+_GROUP_OF: dict[str, str] = {c: g.name for g in EXPECTATION_GROUPS for c in g.checks}
+_ORDER: dict[str, tuple[int, int]] = {
+    c: (i, j) for i, g in enumerate(EXPECTATION_GROUPS) for j, c in enumerate(g.checks)
 }
-# What a release manager asks of a data set, each answered by one or more of the suite's checks
-# (the orchestration turns every group into one blocking check).
-CHECK_GROUPS: dict[str, tuple[str, ...]] = {
-    "row_count": ("min_rows",),
-    "schema": ("present", "dtype"),
-    "no_nulls": ("not_null",),
-    "finite_values": ("finite",),
-    "action_bounds": ("action_bounds", "action_placeholder"),
-    "unique_episode_step": ("unique_episode_step",),
-    "one_end_per_episode": ("one_end_per_episode", "end_is_last_step"),
-}
-# great-expectations' between-expectations skip NaN (counted as "missing", not "unexpected"),
-# so finiteness is not-null (catches NaN) plus between these finite bounds (catches ±inf).
-_FINITE_MAX = sys.float_info.max
 
 
+def groups_markdown() -> str:
+    """The docs table of ``EXPECTATION_GROUPS`` (docs/quality-expectations.md embeds it)."""
+    lines = ["| group | description | checks | how |", "|---|---|---|---|"]
+    for group in EXPECTATION_GROUPS:
+        checks = ", ".join(f"`{check}`" for check in group.checks)
+        lines.append(f"| `{group.name}` | {group.description} | {checks} | {group.how} |")
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class ExpectationResult:
-    """One expectation's outcome.
+    """One check's outcome, merged over every chunk of the table.
 
-    ``expectation`` is great-expectations' type name (``expect_column_values_to_be_between``),
-    ``check`` our short name for what it checks (``finite``, ``action_bounds``, ...) since one
-    expectation type may check a column twice, ``column`` a column name, a tuple of names for
-    compound expectations, or None for table-level ones. ``observed`` holds
-    ``unexpected_count``/``unexpected_percent`` (row-wise expectations), ``observed_value``
-    (aggregate ones) and ``exception`` when great-expectations could not evaluate it.
-    ``failing_rows`` are up to MAX_FAILING_ROWS DataFrame index labels of violating rows, in
-    table order; empty for table-level expectations.
+    ``expectation`` is great-expectations' type name for row-wise checks, or what the
+    table-level ones are judged on: ``table_metadata`` (the row count), ``arrow_schema``
+    (present, dtype). ``check`` is our short name (its group is ``group``),
+    ``column`` the raw column (a tuple for checks on several, None for table-level ones).
+    ``observed`` holds ``unexpected_count``/``unexpected_percent`` (row-wise checks, summed
+    over chunks), ``observed_value`` (row count, dtype), ``expected`` and ``exception``.
+    ``failing_rows`` are the first MAX_FAILING_ROWS global row numbers of violating rows, in
+    table order, and ``failing_keys`` their (episode, step) (None where unknown).
     """
 
     expectation: str
@@ -98,6 +203,11 @@ class ExpectationResult:
     success: bool
     observed: dict[str, Any] = field(default_factory=dict)
     failing_rows: list[int] = field(default_factory=list)
+    failing_keys: list[Key] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        return _GROUP_OF[self.check]
 
     @property
     def column_label(self) -> str:
@@ -107,46 +217,74 @@ class ExpectationResult:
             return "+".join(self.column)
         return self.column
 
-    def sort_key(self) -> tuple[str, str, str]:
-        return (self.expectation, self.column_label, self.check)
+    def sort_key(self) -> tuple[int, int, int, str]:
+        """Registry order of group and check, then the table's column order."""
+        first = self.column[0] if isinstance(self.column, tuple) else self.column
+        rank = TABLE_COLUMNS.index(first) if first in TABLE_COLUMNS else -1
+        return (*_ORDER[self.check], rank, self.column_label)
 
     def to_dict(self) -> dict[str, Any]:
         column: str | list[str] | None = (
             list(self.column) if isinstance(self.column, tuple) else self.column
         )
         return {
+            "group": self.group,
             "expectation": self.expectation,
             "check": self.check,
             "column": column,
             "success": self.success,
             "observed": dict(self.observed),
             "failing_rows": list(self.failing_rows),
+            "failing_keys": [list(key) for key in self.failing_keys],
         }
 
     def describe(self) -> str:
-        """One line: what failed, where, how many rows, the first row indices."""
-        parts = [f"{self.expectation} [{self.check}] {self.column_label}:"]
-        if "exception" in self.observed:
-            parts.append(f"could not be evaluated ({self.observed['exception']})")
-        if "unexpected_count" in self.observed:
-            parts.append(
-                f"{self.observed['unexpected_count']} row(s) "
-                f"({self.observed.get('unexpected_percent', 0.0):.3g}%)"
-            )
-        if "observed_value" in self.observed:
-            parts.append(f"observed {self.observed['observed_value']!r}")
+        """One line: group, column, what is wrong and the first rows as (row, episode, step),
+        e.g. ``finite_values: observation: 1 row(s): row 812 (episode 4, step 37)``."""
+        head = self.group if len(CHECK_GROUPS[self.group]) == 1 else f"{self.group} [{self.check}]"
+        text = f"{head}: {self.column_label}:"
+        observed = self.observed
+        if "exception" in observed:
+            return f"{text} could not be evaluated ({observed['exception']})"
+        if self.success:
+            return f"{text} passed"
+        if self.check == "present":
+            return f"{text} missing (expected {observed['expected']})"
+        if self.check == "dtype":
+            return f"{text} dtype {observed['observed_value']}, expected {observed['expected']}"
+        if self.check == "min_rows":
+            rows, expected = observed["observed_value"], observed["expected"]
+            return f"{text} {rows} rows, expected at least {expected}"
+        count = int(observed.get("unexpected_count", 0))
+        text += f" {count} row(s)"
         if self.failing_rows:
-            parts.append(f"rows {self.failing_rows}")
-        return " ".join(parts)
+            pairs = zip(self.failing_rows, self.failing_keys, strict=True)
+            named = [_name_row(row, key) for row, key in pairs]
+            text += ": " + ", ".join(named)
+            if count > len(named):
+                text += f" and {count - len(named)} more"
+        return text
+
+
+def _name_row(row: int, key: Key) -> str:
+    return f"row {row} (episode {_show(key[0])}, step {_show(key[1])})"
+
+
+def _show(value: int | float | None) -> str:
+    return "?" if value is None else str(value)
 
 
 @dataclass(frozen=True)
 class ExpectationReport:
-    """The suite's outcome; ``results`` sorted by (expectation, column, check), a stable order
-    (great-expectations itself returns results grouped by column in no documented order)."""
+    """The suite's outcome; ``results`` in the order of ``EXPECTATION_GROUPS`` and their
+    checks, then by column. ``rows`` is the table's row count, ``chunks`` how many chunks of
+    at most ``chunk_rows`` rows were validated."""
 
     success: bool
     results: list[ExpectationResult]
+    rows: int = 0
+    chunks: int = 0
+    chunk_rows: int = 0
 
     @property
     def failures(self) -> list[ExpectationResult]:
@@ -159,346 +297,644 @@ class ExpectationReport:
                 return item
         raise KeyError(f"no result for check {check!r} on column {column!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"success": self.success, "results": [item.to_dict() for item in self.results]}
-
     def group(self, name: str) -> list[ExpectationResult]:
-        """The results of one of ``CHECK_GROUPS`` (empty when none of its checks ran, e.g.
-        the columns they need are missing: the schema group then fails)."""
+        """The results of one of ``EXPECTATION_GROUPS`` (empty when none of its checks ran,
+        e.g. the columns they need are missing: the schema group then fails)."""
         checks = CHECK_GROUPS[name]
         return [item for item in self.results if item.check in checks]
 
+    def failed_groups(self) -> list[str]:
+        """Names of the groups with a failed result, in registry order."""
+        failed = {item.group for item in self.failures}
+        return [group.name for group in EXPECTATION_GROUPS if group.name in failed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "rows": self.rows,
+            "chunks": self.chunks,
+            "chunk_rows": self.chunk_rows,
+            "results": [item.to_dict() for item in self.results],
+        }
+
     def summary(self) -> str:
-        """One line per failed expectation, or a single line saying all passed."""
+        """One line per failed check, or a single line saying all passed."""
         failures = self.failures
         if not failures:
             return f"all {len(self.results)} expectations passed"
         return "\n".join(f"FAILED {item.describe()}" for item in failures)
 
 
-# --------------------------------------------------------------------------------- tables
-def table_column_names(
-    obs_size: int, action_dim: int, discrete: bool
-) -> tuple[list[str], list[str]]:
-    """(observation columns, action columns) of a trajectory table, as ``to_table_columns``
-    names them."""
-    obs = [f"obs_{i}" for i in range(obs_size)]
-    action = ["action"] if discrete else [f"action_{i}" for i in range(action_dim)]
-    return obs, action
+# ------------------------------------------------------------------------------ entry points
+def validate_table(
+    path: Path,
+    spec: TableSpec,
+    *,
+    min_rows: int = 1000,
+    rows_per_chunk: int | None = None,
+) -> ExpectationReport:
+    """Run the suite on a Parquet trajectory table, ``rows_per_chunk`` rows at a time
+    (default: about 64 MiB of decoded columns, at most CHUNK_ROWS = 524,288 rows), holding
+    one chunk and the next in memory. Only the expected columns are read; others are
+    ignored. Raises TableError if the file is not Parquet."""
+    chunk_rows = _chunk_argument(rows_per_chunk)
+    with open_parquet(Path(path)) as parquet:
+        schema = parquet.schema_arrow
+        names = [name for name in TABLE_COLUMNS if name in schema.names]
+        chunk_rows = chunk_rows or stream_rows(schema, names, CHUNK_ROWS)
+        rows = int(parquet.metadata.num_rows)
+        batches: Iterable[pa.RecordBatch] = (
+            parquet.iter_batches(batch_size=chunk_rows, columns=names) if names else ()
+        )
+        return _validate(schema, rows, batches, spec, min_rows, chunk_rows)
 
 
-def trajectory_table(data: TrajectoryDataset) -> pd.DataFrame:
-    """One row per data-set row, 1-D columns: episode, step, reward, terminated, truncated,
-    obs_*, then action or action_* (key columns first so a printed row reads naturally)."""
-    columns = data.to_table_columns()
-    first = ["episode", "step", "reward", "terminated", "truncated"]
-    order = first + [name for name in columns if name not in first]
-    # DataFrame copies the read-only arrays, so callers may edit the table freely.
-    return pd.DataFrame({name: columns[name] for name in order})
-
-
-def validate_dataset(data: TrajectoryDataset, min_rows: int = 1000) -> ExpectationReport:
-    """Run the suite on a data set's table, with the column names and bounds from its spec."""
+def validate_dataset(
+    data: TrajectoryDataset, min_rows: int = 1000, *, rows_per_chunk: int | None = None
+) -> ExpectationReport:
+    """Run the same suite on a data set's columns in memory (the table ``export_table``
+    would write), with the bounds from its spec."""
     spec = data.spec
-    obs_columns, action_columns = table_column_names(
-        math.prod(spec.obs_shape), spec.action_dim, spec.discrete
+    schema = table_schema(spec)
+    chunk_rows = _chunk_argument(rows_per_chunk) or stream_rows(schema, None, CHUNK_ROWS)
+    columns = data.columns()
+    rows = len(data)
+    batches = (
+        dataset_batch(columns, spec, schema, start, min(start + chunk_rows, rows))
+        for start in range(0, rows, chunk_rows)
     )
-    return validate_trajectory_table(
-        trajectory_table(data),
-        obs_columns=obs_columns,
-        action_columns=action_columns,
-        discrete=spec.discrete,
-        action_low=spec.action_low,
-        action_high=spec.action_high,
-        action_dim=spec.action_dim,
-        min_rows=min_rows,
-    )
+    return _validate(schema, rows, batches, spec, min_rows, chunk_rows)
 
 
-# ---------------------------------------------------------------------------------- suite
+def _chunk_argument(rows_per_chunk: int | None) -> int | None:
+    if rows_per_chunk is None:
+        return None
+    if (
+        isinstance(rows_per_chunk, bool)
+        or not isinstance(rows_per_chunk, int)
+        or rows_per_chunk < 1
+    ):
+        raise ValueError(f"rows_per_chunk must be an int >= 1 or None, got {rows_per_chunk!r}")
+    return rows_per_chunk
+
+
+# ------------------------------------------------------------------------------------ plan
+# The kind each column must have, and the expected wording in a report.
+_KINDS = {
+    "episode": "int",
+    "step": "int",
+    "observation": "float_list",
+    "reward": "float",
+    "terminated": "bool",
+    "truncated": "bool",
+}
+_SCALAR_TYPES = {
+    "int": "an integer type (canonical int64)",
+    "float": "a floating type (canonical float32)",
+    "bool": "bool",
+}
+
+
 @dataclass(frozen=True)
 class _Check:
-    """A great-expectations expectation plus our name for it."""
+    """A row-wise great-expectations check on one helper (or raw) column of each chunk."""
 
     name: str
-    expectation: Any
-    kind: str | None = None  # the expected kind ("int", "float", "bool") of a dtype check
+    column: str | tuple[str, ...]  # the raw column(s) the result is about
+    expectation: str  # great-expectations' type name
+    target: str | tuple[str, ...]  # the DataFrame column(s) it runs on
+    value_set: tuple[Any, ...] = ()
 
 
-def validate_trajectory_table(
-    df: pd.DataFrame,
-    *,
-    obs_columns: Sequence[str],
-    action_columns: Sequence[str],
-    discrete: bool,
-    action_low: float,
-    action_high: float,
-    action_dim: int | None = None,
-    min_rows: int = 1000,
-) -> ExpectationReport:
-    """Run the expectation suite on a trajectory table (see the module docstring).
+@dataclass
+class _Plan:
+    """What a table's schema lets the suite check."""
 
-    ``action_dim`` is the number of choices of a discrete action (valid indices are
-    0..action_dim-1; a discrete spec's action_low/high are the one-hot bounds 0/1, not the
-    index range); it defaults to ``len(action_columns)`` for continuous actions. The table's
-    index must hold integers: failures name rows by index label. ``df`` is not modified.
-    """
-    if discrete and len(action_columns) != 1:
-        raise ValueError(f"a discrete table has one action column, got {list(action_columns)}")
-    if discrete and action_dim is None:
-        raise ValueError("a discrete table needs action_dim (the number of choices)")
-    if not pd.api.types.is_integer_dtype(df.index.dtype):
-        raise TypeError(f"the table's index must hold integers, got dtype {df.index.dtype}")
-    if not action_low < action_high:
-        raise ValueError(f"need action_low < action_high, got {action_low}, {action_high}")
-    table = _with_helper_columns(df)
-    checks = _build_checks(
-        table,
-        obs_columns=list(obs_columns),
-        action_columns=list(action_columns),
-        discrete=discrete,
-        action_low=float(action_low),
-        action_high=float(action_high),
-        action_dim=len(action_columns) if action_dim is None else int(action_dim),
-        min_rows=min_rows,
-    )
-    raw = _run_suite(table, checks)
-    results = sorted((_convert(item, table) for item in raw), key=lambda result: result.sort_key())
-    return ExpectationReport(success=all(r.success for r in results), results=results)
+    spec: TableSpec | DatasetSpec
+    kinds: dict[str, str]  # expected kind per column
+    sizes: dict[str, int]  # entries per row of list columns
+    present: dict[str, pa.DataType]  # expected columns in the file, with their types
+    usable: set[str]  # present columns whose values the helpers can read as numbers
+    checks: list[_Check]
+    targets: set[str] = field(default_factory=set)  # the DataFrame columns the checks read
+
+    def has(self, *names: str) -> bool:
+        return all(name in self.usable for name in names)
 
 
-def _with_helper_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``df`` plus the per-row end-of-episode helpers (when their inputs exist).
-
-    ``ends_in_episode``: end flags (terminated + truncated, so a row with both counts twice)
-    in the row's episode; the suite expects 1. ``end_is_last_step``: whether the row's having
-    an end flag agrees with its being the episode's largest step; the suite expects True, so a
-    missing end names the episode's last row and a stray end names its own row.
-    """
-    # Dropping (a copy) also discards stale helper columns a caller's table may carry.
-    table = df.drop(columns=[END_COUNT_COLUMN, END_LAST_COLUMN], errors="ignore")
-    if not {"episode", "step", "terminated", "truncated"} <= set(table.columns):
-        return table  # the missing column fails expect_column_to_exist
-    # eq(True) instead of astype(bool): a null flag must not count as an end.
-    flags = table["terminated"].eq(True).astype(np.int64) + table["truncated"].eq(True).astype(
-        np.int64
-    )
-    # dropna=False: rows with a null episode form their own group instead of vanishing
-    # (the null itself fails not-null on ``episode``).
-    episodes = flags.groupby(table["episode"], dropna=False)
-    table[END_COUNT_COLUMN] = episodes.transform("sum").astype(np.int64)
-    step = pd.to_numeric(table["step"], errors="coerce")
-    last_step = step.groupby(table["episode"], dropna=False).transform("max")
-    table[END_LAST_COLUMN] = (flags > 0) == (step == last_step)
-    return table
+def _plan(schema: pa.Schema, spec: TableSpec | DatasetSpec) -> _Plan:
+    kinds = dict(_KINDS)
+    kinds["action"] = "int" if spec.discrete else "float_list"
+    sizes = {"observation": math.prod(spec.obs_shape)}
+    if not spec.discrete:
+        sizes["action"] = spec.action_dim
+    present = {name: schema.field(name).type for name in TABLE_COLUMNS if name in schema.names}
+    usable = {name for name, kind in present.items() if _numeric(kind, kinds[name])}
+    plan = _Plan(spec, kinds, sizes, present, usable, [])
+    plan.checks = _build_checks(plan)
+    for check in plan.checks:
+        plan.targets.update(check.target if isinstance(check.target, tuple) else (check.target,))
+    return plan
 
 
-def _build_checks(
-    table: pd.DataFrame,
-    *,
-    obs_columns: list[str],
-    action_columns: list[str],
-    discrete: bool,
-    action_low: float,
-    action_high: float,
-    action_dim: int,
-    min_rows: int,
-) -> list[_Check]:
-    import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
+def _numeric(kind: pa.DataType, expected: str) -> bool:
+    """Whether the helpers can read a column of ``kind`` (numbers, or lists of numbers, even of
+    the wrong kind: a float ``step`` still has an order to check)."""
+    if expected == "float_list":
+        listy = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+        if not (listy or pa.types.is_fixed_size_list(kind)):
+            return False
+        kind = kind.value_type
+    elif pa.types.is_boolean(kind):
+        return expected == "bool"
+    return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
 
-    present = set(table.columns)
-    kinds: dict[str, str] = {"episode": "int", "step": "int", "reward": "float"}
-    kinds.update({"terminated": "bool", "truncated": "bool"})
-    kinds.update(dict.fromkeys(obs_columns, "float"))
-    kinds.update(dict.fromkeys(action_columns, "int" if discrete else "float"))
 
-    checks = [_Check("min_rows", gxe.ExpectTableRowCountToBeBetween(min_value=min_rows))]
-    for name, kind in kinds.items():
-        checks.append(_Check("present", gxe.ExpectColumnToExist(column=name)))
-        # A missing column fails "present" once; checks on it would only add error noise.
-        if name not in present:
-            continue
-        checks.append(
-            _Check(
-                "dtype",
-                gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=_KIND_TYPES[kind]),
-                kind=kind,
-            )
-        )
-        checks.append(_Check("not_null", gxe.ExpectColumnValuesToNotBeNull(column=name)))
-        if kind == "float":
-            checks.append(
-                _Check(
-                    "finite",
-                    gxe.ExpectColumnValuesToBeBetween(
-                        column=name, min_value=-_FINITE_MAX, max_value=_FINITE_MAX
-                    ),
-                )
-            )
+def _kind_ok(kind: pa.DataType, expected: str, size: int | None) -> bool:
+    if expected == "int":
+        return bool(pa.types.is_integer(kind))
+    if expected == "float":
+        return bool(pa.types.is_floating(kind))
+    if expected == "bool":
+        return bool(pa.types.is_boolean(kind))
+    if not _numeric(kind, "float_list") or not pa.types.is_floating(kind.value_type):
+        return False
+    return not pa.types.is_fixed_size_list(kind) or kind.list_size == size
 
-    has_step = "step" in present
-    for name in action_columns:
-        if name not in present:
-            continue
-        bounds: gxe.ExpectColumnValuesToBeInSet | gxe.ExpectColumnValuesToBeBetween
-        if discrete:
-            # Index 0, the first-row placeholder, is a valid index: no row condition needed.
-            bounds = gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(range(action_dim)))
+
+def _type_text(kind: pa.DataType) -> str:
+    """An Arrow type without its list child's field name (``item`` in memory, ``element``
+    after a Parquet round trip)."""
+    if pa.types.is_fixed_size_list(kind):
+        return f"fixed_size_list<{_type_text(kind.value_type)}>[{kind.list_size}]"
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        prefix = "large_list" if pa.types.is_large_list(kind) else "list"
+        return f"{prefix}<{_type_text(kind.value_type)}>"
+    return str(kind)
+
+
+def _expected_text(expected: str, size: int | None) -> str:
+    if expected == "float_list":
+        return f"a list of {size} floats (canonical fixed_size_list<float32>[{size}])"
+    return _SCALAR_TYPES[expected]
+
+
+def _build_checks(plan: _Plan) -> list[_Check]:
+    in_set = "expect_column_values_to_be_in_set"
+    spec = plan.spec
+    checks = [
+        _Check("not_null", name, in_set, f"{name}__present", (True,))
+        for name in TABLE_COLUMNS
+        if plan.has(name)
+    ]
+    for name, size in plan.sizes.items():
+        if plan.has(name):
+            checks.append(_Check("shape", name, in_set, f"{name}__size", (size,)))
+    for name in ("observation", "reward", "action"):
+        if plan.has(name) and plan.kinds[name] != "int":
+            checks.append(_Check("finite", name, in_set, f"{name}__finite", (True,)))
+    if plan.has("action"):
+        if spec.discrete:
+            bounds = tuple(range(spec.action_dim))
+            checks.append(_Check("action_bounds", "action", in_set, "action", bounds))
         else:
-            # An episode's first row holds a zero placeholder (no action led to it), which
-            # need not lie in the box; the placeholder has its own check below.
-            bounds = gxe.ExpectColumnValuesToBeBetween(
-                column=name,
-                min_value=action_low,
-                max_value=action_high,
-                row_condition=(Column("step") > 0) if has_step else None,
-            )
-        checks.append(_Check("action_bounds", bounds))
-        if has_step:
+            checks.append(_Check("action_bounds", "action", in_set, "action__in_bounds", (True,)))
+        if plan.has("step"):
             checks.append(
-                _Check(
-                    "action_placeholder",
-                    gxe.ExpectColumnValuesToBeInSet(
-                        column=name, value_set=[0], row_condition=Column("step") == 0
-                    ),
-                )
+                _Check("action_placeholder", "action", in_set, "action__placeholder", (True,))
             )
-
-    if {"episode", "step"} <= present:
+    key = ("episode", "step")
+    if plan.has(*key):
         checks.append(
-            _Check(
-                "unique_episode_step",
-                gxe.ExpectCompoundColumnsToBeUnique(column_list=["episode", "step"]),
-            )
-        )
-    if END_COUNT_COLUMN in present:
-        checks.append(
-            _Check(
-                "one_end_per_episode",
-                gxe.ExpectColumnValuesToBeInSet(column=END_COUNT_COLUMN, value_set=[1]),
-            )
+            _Check("unique_episode_step", key, "expect_compound_columns_to_be_unique", key)
         )
         checks.append(
-            _Check(
-                "end_is_last_step",
-                gxe.ExpectColumnValuesToBeInSet(column=END_LAST_COLUMN, value_set=[True]),
-            )
+            _Check("unique_across_chunks", key, in_set, "key__repeats_across_chunks", (False,))
         )
+    ends = ("terminated", "truncated")
+    if plan.has("episode", *ends):
+        checks.append(_Check("one_end_per_episode", ends, in_set, "episode__one_end", (True,)))
+        checks.append(_Check("end_is_last_step", ends, in_set, "end__at_last_row", (True,)))
+    if plan.has(*key):
+        checks.append(_Check("order", key, in_set, "order__follows", (True,)))
+        checks.append(_Check("episode_length", key, in_set, "order__episode_length", (True,)))
+    if plan.has("step", "reward"):
+        checks.append(_Check("first_reward", "reward", in_set, "reward__first_zero", (True,)))
     return checks
 
 
-def _run_suite(table: pd.DataFrame, checks: list[_Check]) -> list[tuple[_Check, Any]]:
-    """Validate ``table`` in a fresh ephemeral context; pair each raw result with its check."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def _row_count_result(rows: int, min_rows: int) -> ExpectationResult:
+    """The row count, checked once on the table's metadata (the Parquet footer): giving
+    great-expectations a frame of that many rows would cost memory in proportion to the
+    table (about 23 bytes a row)."""
+    return ExpectationResult(
+        expectation="table_metadata",
+        check="min_rows",
+        column=None,
+        success=rows >= min_rows,
+        observed={"observed_value": rows, "expected": int(min_rows)},
+    )
 
-    # A fresh in-memory context per call (a few ms) keeps calls independent of each other.
-    context = gx.get_context(mode="ephemeral")
-    # Otherwise every run draws a tqdm "Calculating Metrics" bar on stderr.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (
-        context.data_sources.add_pandas("trajectories")
-        .add_dataframe_asset("table")
-        .add_batch_definition_whole_dataframe("whole_table")
-        .get_batch(batch_parameters={"dataframe": table})
+
+def _schema_results(plan: _Plan) -> list[ExpectationResult]:
+    results = []
+    for name in TABLE_COLUMNS:
+        expected = _expected_text(plan.kinds[name], plan.sizes.get(name))
+        kind = plan.present.get(name)
+        results.append(
+            ExpectationResult(
+                expectation="arrow_schema",
+                check="present",
+                column=name,
+                success=kind is not None,
+                observed={"expected": expected},
+            )
+        )
+        if kind is None:
+            continue  # a missing column fails "present" once; its other checks do not run
+        results.append(
+            ExpectationResult(
+                expectation="arrow_schema",
+                check="dtype",
+                column=name,
+                success=_kind_ok(kind, plan.kinds[name], plan.sizes.get(name)),
+                observed={"observed_value": _type_text(kind), "expected": expected},
+            )
+        )
+    return results
+
+
+# ----------------------------------------------------------------------------- streaming
+@dataclass
+class _State:
+    """What one chunk hands the next: where it starts, the last row's (episode, step) and the
+    end flags counted so far in the episode that is still open."""
+
+    start: int = 0
+    last_key: tuple[float, float] | None = None
+    open_ends: int = 0
+
+
+@dataclass
+class _Merged:
+    """One check's results summed over chunks."""
+
+    expectation: str
+    success: bool = True
+    unexpected: int = 0
+    elements: int = 0
+    missing: int = 0
+    rows: list[int] = field(default_factory=list)
+    keys: list[Key] = field(default_factory=list)
+    exception: str | None = None
+
+
+def _validate(
+    schema: pa.Schema,
+    rows: int,
+    batches: Iterable[pa.RecordBatch],
+    spec: TableSpec | DatasetSpec,
+    min_rows: int,
+    chunk_rows: int,
+) -> ExpectationReport:
+    plan = _plan(schema, spec)
+    suite = _Suite(plan.checks)
+    merged = [_Merged(check.expectation) for check in plan.checks]
+    state = _State()
+    chunks = 0
+    for batch, upcoming in _with_next(batch for batch in batches if batch.num_rows):
+        frame, episode, step = _chunk_frame(batch, plan, state, _first_key(upcoming, plan))
+        for index, raw in suite.run(frame):
+            _merge(merged[index], raw, state.start, episode, step)
+        state.start += batch.num_rows
+        chunks += 1
+
+    results = [_row_count_result(rows, min_rows), *_schema_results(plan)]
+    for check, item in zip(plan.checks, merged, strict=True):
+        results.append(_merged_result(check, item))
+    results.sort(key=lambda result: result.sort_key())
+    return ExpectationReport(
+        success=all(result.success for result in results),
+        results=results,
+        rows=rows,
+        chunks=chunks,
+        chunk_rows=chunk_rows,
     )
-    for index, check in enumerate(checks):
-        # meta survives into the result's expectation_config: results come back regrouped by
-        # column, so this is how each one finds its check again.
-        check.expectation.meta = {"check_index": index}
-    # Batch.validate with an unsaved suite, rather than a ValidationDefinition: registering
-    # the suite and definition in the context's stores serializes them (about 0.2 s a call)
-    # and buys nothing for a one-off in-memory run.
-    suite = gx.ExpectationSuite(
-        name="trajectory_table", expectations=[check.expectation for check in checks]
-    )
-    outcome = batch.validate(
-        suite,
+
+
+def _with_next(
+    batches: Iterator[pa.RecordBatch],
+) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch | None]]:
+    """Each batch with the one after it (None for the last): the end-of-episode checks need
+    the next chunk's first row."""
+    current = next(batches, None)
+    while current is not None:
+        upcoming = next(batches, None)
+        yield current, upcoming
+        current = upcoming
+
+
+def _first_key(batch: pa.RecordBatch | None, plan: _Plan) -> tuple[float, float] | None:
+    if batch is None or not plan.has("episode"):
+        return None
+    head = batch.slice(0, 1)
+    episode = _floats(head.column("episode"))[0]
+    step = _floats(head.column("step"))[0] if plan.has("step") else math.nan
+    return float(episode), float(step)
+
+
+def _chunk_frame(
+    batch: pa.RecordBatch,
+    plan: _Plan,
+    state: _State,
+    next_key: tuple[float, float] | None,
+) -> tuple[pd.DataFrame, Array | None, Array | None]:
+    """The chunk's DataFrame (the raw columns and helpers the checks read, index = global row
+    number) and its episode/step as float64 (NaN for nulls), for naming rows. Updates
+    ``state``."""
+    rows = batch.num_rows
+    columns: dict[str, Any] = {}
+    for name in plan.present:
+        if name in plan.targets:  # raw columns a check reads: the key, a discrete action
+            columns[name] = batch.column(name).to_numpy(zero_copy_only=False)
+    for name in plan.usable:
+        if plan.kinds[name] != "float_list":
+            columns[f"{name}__present"] = _valid(batch.column(name))
+
+    episode = _floats(batch.column("episode")) if plan.has("episode") else None
+    step = _floats(batch.column("step")) if plan.has("step") else None
+    first = np.zeros(rows, dtype=bool) if step is None else step == 0
+
+    for name, size in plan.sizes.items():
+        if plan.has(name):
+            entries = _Entries(batch.column(name), size)
+            columns[f"{name}__present"] = entries.complete
+            columns[f"{name}__size"] = entries.sizes
+            with np.errstate(over="ignore", invalid="ignore"):
+                values = entries.values.astype(np.float32)
+            columns[f"{name}__finite"] = ~entries.row_any(~np.isfinite(values) & entries.valid)
+            if name == "action":
+                # NaN compares False: it is reported as not finite, not as out of bounds.
+                outside = (values < plan.spec.action_low) | (values > plan.spec.action_high)
+                columns["action__in_bounds"] = ~entries.row_any(outside) | first
+                nonzero = (values != 0) & ~np.isnan(values)
+                columns["action__placeholder"] = ~(first & entries.row_any(nonzero))
+    if plan.has("reward"):
+        reward = _floats(batch.column("reward"))
+        with np.errstate(over="ignore", invalid="ignore"):
+            reward32 = reward.astype(np.float32)
+        columns["reward__finite"] = np.isfinite(reward32) | np.isnan(reward)
+        if step is not None:
+            columns["reward__first_zero"] = ~(first & (reward != 0) & ~np.isnan(reward))
+    if plan.has("action") and plan.spec.discrete:
+        action = _floats(batch.column("action"))
+        columns["action__placeholder"] = ~(first & (action != 0) & ~np.isnan(action))
+
+    if episode is not None:
+        _row_order_helpers(columns, batch, plan, state, next_key, episode, step)
+    # Only the columns the checks read: great-expectations copies the whole frame for each
+    # expectation, so every idle column costs time.
+    wanted = {name: values for name, values in columns.items() if name in plan.targets}
+    frame = pd.DataFrame(wanted, index=pd.RangeIndex(state.start, state.start + rows))
+    return frame, episode, step
+
+
+def _row_order_helpers(
+    columns: dict[str, Any],
+    batch: pa.RecordBatch,
+    plan: _Plan,
+    state: _State,
+    next_key: tuple[float, float] | None,
+    episode: Array,
+    step: Array | None,
+) -> None:
+    """The helpers that compare a row with its neighbours, which may sit in the previous or
+    the next chunk; updates ``state`` for the next chunk."""
+    rows = episode.shape[0]
+    nan = math.nan
+    last_episode, last_step = state.last_key if state.last_key is not None else (nan, nan)
+    next_episode = np.append(episode[1:], next_key[0] if next_key is not None else nan)
+    # The row is its episode's last: the next row starts another episode, or the table ends.
+    is_last = next_episode != episode
+    # Unknown next to a null episode (reported by not_null): the end checks leave those rows be.
+    unknown = np.isnan(episode) | np.isnan(next_episode)
+    if next_key is None:
+        is_last[-1] = True
+        unknown[-1] = bool(np.isnan(episode[-1]))
+
+    if plan.has("terminated", "truncated"):
+        ends = _flags(batch.column("terminated")) + _flags(batch.column("truncated"))
+        columns["end__at_last_row"] = ((ends > 0) == is_last) | unknown
+        # End flags so far in each row's episode, counting from the open episode's figure.
+        new = np.empty(rows, dtype=bool)
+        new[0] = episode[0] != last_episode  # NaN (no previous row) starts a block
+        new[1:] = episode[1:] != episode[:-1]
+        total = np.cumsum(ends)
+        starts = np.maximum.accumulate(np.where(new, np.arange(rows), 0))
+        running = total - total[starts] + ends[starts]
+        if not new[0]:
+            continuing = np.cumsum(new) == 0
+            running[continuing] += state.open_ends
+        columns["episode__one_end"] = ~is_last | (running == 1) | unknown
+        state.open_ends = int(running[-1])
+
+    if step is not None:
+        previous_episode = np.insert(episode[:-1], 0, last_episode)
+        previous_step = np.insert(step[:-1], 0, last_step)
+        same = episode == previous_episode
+        follows = (same & ((step == previous_step + 1) | (step == previous_step))) | (
+            (episode == previous_episode + 1) & (step == 0)
+        )
+        # A null key (reported by not_null) has no order to judge, nor the row after it.
+        follows |= np.isnan(episode) | np.isnan(step)
+        follows |= np.isnan(previous_episode) | np.isnan(previous_step)
+        if state.last_key is None:  # the table's first row
+            follows[0] = (episode[0] == 0 and step[0] == 0) or bool(
+                np.isnan(episode[0]) or np.isnan(step[0])
+            )
+        columns["order__follows"] = follows
+        columns["order__episode_length"] = ~((step == 0) & is_last) | unknown
+
+        repeats = np.zeros(rows, dtype=bool)
+        if state.last_key is not None:
+            repeats |= np.logical_and.accumulate((episode == last_episode) & (step == last_step))
+        if next_key is not None:
+            tail = (episode == next_key[0]) & (step == next_key[1])
+            repeats |= np.logical_and.accumulate(tail[::-1])[::-1]
+        columns["key__repeats_across_chunks"] = repeats
+    state.last_key = (float(episode[-1]), float(step[-1]) if step is not None else nan)
+
+
+class _Entries:
+    """The entries of a list column for one chunk, with per-row reductions."""
+
+    def __init__(self, array: pa.Array, size: int) -> None:
+        rows = len(array)
+        self.rows = rows
+        values = pc.list_flatten(array)
+        self.regular = (
+            pa.types.is_fixed_size_list(array.type)
+            and array.type.list_size > 0
+            and array.null_count == 0
+            and len(values) == rows * array.type.list_size
+        )
+        self.values = _floats(values)
+        self.valid = _valid(values)
+        if self.regular:
+            self.width = int(array.type.list_size)
+            self.sizes = np.full(rows, float(self.width))
+            self.parents = None
+        else:
+            self.width = 0
+            self.sizes = _floats(pc.list_value_length(array))
+            self.parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
+        self.complete = _valid(array) & ~self.row_any(~self.valid)
+
+    def row_any(self, mask: Array) -> Array:
+        """Per row: whether any of its entries is True in ``mask``."""
+        if self.parents is None:
+            return np.asarray(mask.reshape(self.rows, self.width).any(axis=1))
+        counts = np.bincount(self.parents, weights=mask, minlength=self.rows)
+        return np.asarray(counts > 0)
+
+
+def _floats(array: pa.Array) -> Array:
+    """A numeric (or bool) column as float64, NaN for nulls."""
+    if pa.types.is_boolean(array.type):
+        array = pc.cast(array, pa.int8())
+    if array.type != pa.float64():
+        array = pc.cast(array, pa.float64(), safe=False)
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _valid(array: pa.Array) -> Array:
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=bool)
+    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _flags(array: pa.Array) -> Array:
+    """An end-flag column as 0/1 ints (null and 0 count as no end)."""
+    values = _floats(array)
+    return np.asarray((values != 0) & ~np.isnan(values), dtype=np.int64)
+
+
+# ------------------------------------------------------------------------- great-expectations
+class _Suite:
+    """One ephemeral great-expectations context and suite, run on every chunk."""
+
+    def __init__(self, checks: list[_Check]) -> None:
+        import great_expectations as gx
+        import great_expectations.expectations as gxe
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self._gx = gx
+        self._gxe = gxe
+        context = gx.get_context(mode="ephemeral")
+        # Otherwise every run draws a tqdm "Calculating Metrics" bar on stderr.
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self._definition = (
+            context.data_sources.add_pandas("trajectories")
+            .add_dataframe_asset("chunk")
+            .add_batch_definition_whole_dataframe("whole_chunk")
+        )
+        expectations: list[Any] = []
+        for index, check in enumerate(checks):
+            expectation: Any
+            if isinstance(check.target, tuple):
+                expectation = gxe.ExpectCompoundColumnsToBeUnique(
+                    column_list=list(check.target), ignore_row_if="any_value_is_missing"
+                )
+            else:
+                expectation = gxe.ExpectColumnValuesToBeInSet(
+                    column=check.target, value_set=list(check.value_set)
+                )
+            # meta survives into the result's expectation_config: results come back regrouped
+            # by column, so this is how each one finds its check again.
+            expectation.meta = {"check_index": index}
+            expectations.append(expectation)
+        self._count = len(checks)
+        # Batch.validate with an unsaved suite rather than a ValidationDefinition: registering
+        # them in the context's stores serializes them and buys nothing for in-memory runs.
+        self._suite = gx.ExpectationSuite(name="trajectory_chunk", expectations=expectations)
+
+    def _validate(self, frame: pd.DataFrame, suite: Any) -> Any:
+        batch = self._definition.get_batch(batch_parameters={"dataframe": frame})
         # SUMMARY lists up to partial_unexpected_count offending index labels per row-wise
         # expectation; COMPLETE would list every one (and every value) for nothing.
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_FAILING_ROWS},
-    )
-    paired: list[tuple[_Check, Any]] = []
-    for raw in outcome.results:
-        config = raw.expectation_config
-        if config is None or not config.meta or "check_index" not in config.meta:
-            raise RuntimeError(f"great-expectations returned a result without our meta: {raw}")
-        paired.append((checks[int(config.meta["check_index"])], raw))
-    if len(paired) != len(checks):
-        raise RuntimeError(f"great-expectations returned {len(paired)} of {len(checks)} results")
-    return paired
+        return batch.validate(
+            suite,
+            result_format={
+                "result_format": "SUMMARY",
+                "partial_unexpected_count": MAX_FAILING_ROWS,
+            },
+        )
+
+    def run(self, frame: pd.DataFrame) -> list[tuple[int, Any]]:
+        """Validate one chunk; each raw result paired with its check's index."""
+        if not self._count:
+            return []
+        outcome = self._validate(frame, self._suite)
+        paired = []
+        for raw in outcome.results:
+            config = raw.expectation_config
+            if config is None or not config.meta or "check_index" not in config.meta:
+                raise RuntimeError(f"great-expectations returned a result without our meta: {raw}")
+            paired.append((int(config.meta["check_index"]), raw))
+        if len(paired) != self._count:
+            raise RuntimeError(
+                f"great-expectations returned {len(paired)} of {self._count} results"
+            )
+        return paired
 
 
-def _convert(item: tuple[_Check, Any], table: pd.DataFrame) -> ExpectationResult:
-    check, raw = item
-    config = raw.expectation_config
-    kwargs = config.kwargs
-    column: str | tuple[str, ...] | None
-    if "column_list" in kwargs:
-        column = tuple(str(name) for name in kwargs["column_list"])
-    elif "column" in kwargs:
-        column = str(kwargs["column"])
-    else:
-        column = None
-    result: dict[str, Any] = dict(raw.result or {})
-    observed: dict[str, Any] = {
-        key: _json_scalar(result[key])
-        for key in ("unexpected_count", "unexpected_percent", "observed_value")
-        if key in result
-    }
+def _exception(raw: Any) -> str | None:
     info = raw.exception_info or {}
     # exception_info is either flat or keyed by metric id, depending on where GE failed.
     messages = [info.get("exception_message")] + [
         value.get("exception_message") for value in info.values() if isinstance(value, dict)
     ]
-    message = next((m for m in messages if m), None)
-    if message:
-        observed["exception"] = str(message)
-    success = bool(raw.success)
-    if "partial_unexpected_index_list" in result:
-        rows = [_row_label(label) for label in result["partial_unexpected_index_list"]]
-    elif not success and check.kind is not None and isinstance(column, str):
-        # A dtype mismatch on a non-object column is judged on the column as a whole, so GE
-        # names no rows; name those whose values could not be cast to the expected kind.
-        rows = _rows_not_of_kind(table[column], check.kind)
-    else:
-        rows = []
+    return next((str(m) for m in messages if m), None)
+
+
+def _merge(item: _Merged, raw: Any, start: int, episode: Array | None, step: Array | None) -> None:
+    result: dict[str, Any] = dict(raw.result or {})
+    message = _exception(raw)
+    if message and item.exception is None:
+        item.exception = message
+    item.success = item.success and bool(raw.success)
+    item.unexpected += int(result.get("unexpected_count") or 0)
+    item.elements += int(result.get("element_count") or 0)
+    item.missing += int(result.get("missing_count") or 0)
+    for label in result.get("partial_unexpected_index_list") or []:
+        if len(item.rows) >= MAX_FAILING_ROWS:
+            break
+        row = int(label)
+        item.rows.append(row)
+        item.keys.append((_key(episode, row - start), _key(step, row - start)))
+
+
+def _key(values: Array | None, index: int) -> int | float | None:
+    if values is None:
+        return None
+    value = float(values[index])
+    if math.isnan(value):
+        return None
+    return int(value) if value.is_integer() else value
+
+
+def _merged_result(check: _Check, item: _Merged) -> ExpectationResult:
+    observed: dict[str, Any] = {"unexpected_count": item.unexpected}
+    counted = item.elements - item.missing
+    observed["unexpected_percent"] = 100.0 * item.unexpected / counted if counted > 0 else 0.0
+    if item.exception:
+        observed["exception"] = item.exception
     return ExpectationResult(
-        expectation=str(config.type),
+        expectation=check.expectation,
         check=check.name,
-        column=column,
-        success=success,
+        column=check.column,
+        success=item.success and item.exception is None,
         observed=observed,
-        failing_rows=rows[:MAX_FAILING_ROWS],
+        failing_rows=list(item.rows),
+        failing_keys=list(item.keys),
     )
-
-
-def _rows_not_of_kind(series: pd.Series, kind: str) -> list[int]:
-    """Index labels of values that do not convert losslessly to ``kind``: non-integral or
-    non-finite numbers for int, non-numbers for float, anything but True/False/1/0 for bool.
-    A wrong-dtype column whose every value converts cleanly names no rows."""
-    if kind == "bool":
-        bad = ~series.isin([True, False])
-    else:
-        numeric = pd.to_numeric(series, errors="coerce").astype(np.float64)
-        if kind == "int":
-            bad = ~np.isfinite(numeric) | (numeric != np.round(numeric))
-        else:
-            bad = numeric.isna() & series.notna()
-    return [_row_label(label) for label in series.index[bad.to_numpy()][:MAX_FAILING_ROWS]]
-
-
-def _row_label(label: Any) -> int:
-    return int(label)
-
-
-def _json_scalar(value: Any) -> Any:
-    """numpy scalars to Python ones; NaN/inf to strings so the report stays strict JSON."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

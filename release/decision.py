@@ -23,8 +23,9 @@ from typing import Any
 from quality.evaluate import verdict
 from quality.policy import load_policy
 from quality.report import ReportError, validate_report
+from release.datasets import last_check, read_manifest
 from release.ledger import Ledger, ReportEntry, canonical_sha256
-from release.lineage import LineageError, read_checkpoint_records, read_dataset_manifest
+from release.lineage import LineageError, read_checkpoint_records
 from release.mlflow import Mlflow
 from release.object_store import ObjectStore
 
@@ -151,13 +152,18 @@ def _check_fresh(
         raise PromotionRefused(f"{label} is older than the checkpoints of seeds {newer}: {again}")
     for dataset in report["datasets"]:
         name = dataset["name"]
-        manifest = read_dataset_manifest(store, name)
-        expectations = manifest.get("expectations") or {}
-        if expectations.get("success") is not True:
+        manifest = read_manifest(store, name)  # the latest good version
+        check = last_check(store, name) or {}
+        newest = manifest
+        if check.get("digest") not in (None, manifest.get("digest")):
+            newest = read_manifest(store, name, str(check["digest"]))
+        expectations = newest.get("expectations") or {}
+        if expectations.get("success") is not True or check.get("success") is not True:
             failed = "; ".join(expectations.get("failures") or []) or "no failure listed"
             raise PromotionRefused(
                 f"the data set {name!r} of {family} failed its latest expectation suite "
-                f"({failed}): fix the data, re-materialize dataset[{name}] and {again}"
+                f"(version {newest.get('digest')}: {failed}): fix the data, re-materialize "
+                f"dataset[{name}] and {again}"
             )
         if manifest.get("digest") != dataset["digest"]:
             raise PromotionRefused(

@@ -1,30 +1,28 @@
 """Where each link of the lineage lives in the object store, and how it is read back.
 
 ```
-datasets/<name>/data.safetensors        the data set's bytes
-datasets/<name>/manifest.json           source, counts, sha256, digest, expectation results
+datasets/<name>/...                     registered data sets and their versions (datasets.py)
 checkpoints/<family>/seed_<n>/weights/  save_pretrained folder (safetensors, config, metadata)
 checkpoints/<family>/seed_<n>/record.json   the seed's run record + where it came from
 checkpoints/<family>/repeats/record.json    the two same-seed re-runs' records
 reports/<family>/<report_id>.json|.md   gate reports
-releases/<family>/v<version>/           released weights + model_card.md
+releases/<family>/<sha256[:16]>/weights/   released weights (release/promotion.py)
+releases/<family>/v<version>/model_card.md; releases/<family>/champion.json
 ```
-Everything read back is checked: a data set against its manifest's sha256 and digest, a weights
-folder file by file against the manifest ({file: sha256}) its checkpoint recorded when it was
-published. A mismatch is an error, never a silent reload.
+Everything read back is checked: a weights folder file by file against the manifest
+({file: sha256}) its checkpoint recorded when it was published. A mismatch is an error, never
+a silent reload.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from release.object_store import ObjectStore
 from worldflux.core.files import sha256_file
-from worldflux.data import TrajectoryDataset
 from worldflux.training.checkpoint import weights_sha256
 
 
@@ -34,67 +32,6 @@ class LineageError(RuntimeError):
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-
-
-# ---------------------------------------------------------------------------- data sets
-def dataset_prefix(name: str) -> str:
-    return f"datasets/{name}"
-
-
-def publish_dataset(
-    store: ObjectStore, data: TrajectoryDataset, manifest: dict[str, Any]
-) -> dict[str, Any]:
-    """Write the data set and its manifest (data first, so a manifest never names missing
-    bytes). Returns the manifest as written."""
-    payload = data.to_bytes()
-    prefix = dataset_prefix(data.name)
-    uri = store.put_bytes(f"{prefix}/data.safetensors", payload)
-    written = {
-        **manifest,
-        "name": data.name,
-        "uri": uri,
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "digest": data.digest,
-        "rows": len(data),
-        "episodes": data.num_episodes,
-        "materialized_at": utc_now(),
-    }
-    store.put_json(f"{prefix}/manifest.json", written)
-    return written
-
-
-def read_dataset_manifest(store: ObjectStore, name: str) -> dict[str, Any]:
-    key = f"{dataset_prefix(name)}/manifest.json"
-    if not store.exists(key):
-        raise LineageError(
-            f"data set {name!r} has not been materialized into the object store ({store.uri(key)} "
-            f"is missing): materialize dataset[{name}] first"
-        )
-    manifest: dict[str, Any] = store.get_json(key)
-    return manifest
-
-
-def read_dataset(store: ObjectStore, name: str) -> tuple[TrajectoryDataset, dict[str, Any]]:
-    """The validated copy of a data set. Refused when its expectation suite failed or its
-    bytes do not match the manifest."""
-    manifest = read_dataset_manifest(store, name)
-    expectations = manifest.get("expectations", {})
-    if not expectations.get("success", False):
-        failed = "; ".join(expectations.get("failures", [])) or "no expectation results recorded"
-        raise LineageError(
-            f"data set {name!r} failed its expectation suite ({failed}): fix the data and "
-            f"re-materialize dataset[{name}] before training on it"
-        )
-    payload = store.get_bytes(f"{dataset_prefix(name)}/data.safetensors")
-    if hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
-        raise LineageError(
-            f"data set {name!r} in the object store does not match its manifest's sha256: "
-            f"re-materialize dataset[{name}]"
-        )
-    data = TrajectoryDataset.from_bytes(payload)
-    if data.digest != manifest["digest"]:
-        raise LineageError(f"data set {name!r} decodes to a different digest than its manifest")
-    return data, manifest
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from quality.model_card import render_model_card
+from release.datasets import read_manifest
 from release.decision import Decision, PromotionRefused, decide, report_hash_agrees
 from release.ledger import (
     MAX_ACTOR_CHARS,
@@ -45,7 +46,7 @@ from release.ledger import (
     LedgerTampered,
     PromotionEntry,
 )
-from release.lineage import LineageError, download_weights, read_dataset_manifest, scratch_dir
+from release.lineage import LineageError, download_weights, scratch_dir
 from release.mlflow import Mlflow, MlflowError, model_name
 from release.object_store import ObjectStore, ObjectStoreError
 
@@ -542,7 +543,7 @@ def _promote(
             "reason": request.reason,
             "released_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "dagster_run_id": request.dagster_run_id,
-            "dataset": read_dataset_manifest(store, report["datasets"][0]["name"]),
+            "dataset": read_manifest(store, report["datasets"][0]["name"]),
         },
     )
     details = {

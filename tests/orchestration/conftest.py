@@ -13,6 +13,7 @@ from unittest import mock
 import dagster as dg
 import pytest
 
+from orchestration.datasets import ensure_bundled
 from orchestration.definitions import build_definitions
 from orchestration.settings import Settings
 from release.ledger import Ledger
@@ -57,7 +58,9 @@ def make_platform(root: Path) -> Iterator[Platform]:
     with mock.patch.dict(os.environ, env):
         settings = Settings.from_env()
         with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-            yield Platform(settings, build_definitions(settings), instance)
+            defs = build_definitions(settings)
+            ensure_bundled(defs.resources["object_store"].open(), instance)
+            yield Platform(settings, defs, instance)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,10 @@ from typing import Any
 import dagster as dg
 
 import worldflux
-from assets.partitions import DATASETS, FAMILIES, SEEDS
+from assets.partitions import BUNDLED_DATASETS, FAMILIES, SEEDS
+from assets.resources import LocalObjectStoreResource
 from orchestration.definitions import defs
+from release.datasets import read_registration
 from worldflux.core.registry import get_family
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +28,8 @@ def _partitions(spec: Any) -> Any:
     pdef = spec.partitions_def
     if pdef is None:
         return None
+    if isinstance(pdef, dg.DynamicPartitionsDefinition):
+        return {"dynamic": pdef.name}
     if isinstance(pdef, dg.MultiPartitionsDefinition):
         return {d.name: d.partitions_def.get_partition_keys() for d in pdef.partitions_defs}
     return pdef.get_partition_keys()
@@ -95,7 +99,7 @@ def test_partitions_come_from_the_library() -> None:
         if get_family(m["family"]).model_cls.__module__.startswith("worldflux.models.")
     ]
     assert library == FAMILIES
-    assert [d["name"] for d in worldflux.data.list_bundled()] == DATASETS
+    assert [d["name"] for d in worldflux.data.list_bundled()] == BUNDLED_DATASETS
     assert SEEDS == [0, 1, 2]
 
 
@@ -123,6 +127,28 @@ def test_nightly_schedule_requests_every_family_and_seed_with_stable_run_keys() 
     assert keys == [r.run_key for r in again.run_requests or []]
     assert all("2026-11-23" in k for k in keys)
     assert not any("released_weights" in str(r.asset_selection) for r in first.run_requests or [])
+
+
+def test_nightly_datasets_registers_the_bundled_ones_and_requests_every_registered(
+    tmp_path: Path,
+) -> None:
+    schedule = next(s for s in defs.schedules or [] if s.name == "nightly_datasets")
+    when = dt.datetime(2026, 11, 23, 1, 45, tzinfo=dt.UTC)
+    store = LocalObjectStoreResource(root=str(tmp_path / "objects"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("datasets", ["theirs"])  # registered by dataset add
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=when,
+            repository_def=defs.get_repository_def(),
+            resources={"object_store": store},
+        )
+        requests = schedule.evaluate_tick(context).run_requests or []
+        registered = instance.get_dynamic_partitions("datasets")
+    assert sorted(r.partition_key for r in requests) == sorted([*BUNDLED_DATASETS, "theirs"])
+    assert sorted(registered) == sorted([*BUNDLED_DATASETS, "theirs"])
+    for name in BUNDLED_DATASETS:  # pre-registered as the bundled source
+        assert read_registration(store.open(), name).source == f"bundled:{name}"
 
 
 def test_dagster_validates_the_workspace() -> None:

@@ -365,10 +365,11 @@ def test_someone_not_on_the_release_managers_list_is_refused_and_recorded(
 def test_a_data_set_whose_expectations_failed_blocks_promotion(
     platform: Platform, lineage: Lineage
 ) -> None:
-    """The issue's edit: ``"success": false`` under ``expectations`` in the data set's
-    manifest in the object store, then ``promote``."""
+    """The issue's edit: ``"success": false`` under ``expectations`` in the manifest of the
+    data set's latest good version in the object store, then ``promote``."""
     store = platform.store()
-    key = "datasets/pendulum/manifest.json"
+    good = store.get_json("datasets/pendulum/latest.json")["digest"]
+    key = f"datasets/pendulum/versions/{good}/manifest.json"
     manifest = store.get_json(key)
     store.put_json(key, {**manifest, "expectations": {"success": False, "failures": ["x"]}})
     try:

@@ -16,17 +16,18 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from quality.evaluate import build_report, evaluate_gates
 from quality.policy import load_policy
+from release.datasets import prefix, version_prefix
 from release.ledger_sqlite import SqliteLedger
-from release.lineage import publish_checkpoint, read_checkpoint_records
+from release.lineage import publish_checkpoint, read_checkpoint_records, utc_now
 from release.mlflow import Mlflow
 from release.object_store import LocalObjectStore
 from release.promotion import Observer, Release, ReleaseRequest, Services, run_release
 from release.reports import record_report
 from tests.quality.records import digest, repeat_pair, seed_record
+from tests.quality.records import digest as digest_of
 from worldflux.training.checkpoint import weights_sha256
 
 FAMILY = "tdmpc2"
@@ -66,19 +67,31 @@ class World:
             return run_release(request, services, seeds=SEEDS, managers=managers, observer=observer)
 
 
-def publish_dataset_manifest(world: World, **changes: Any) -> None:
+def publish_dataset_version(
+    world: World, digest: str = digest(DATASET), failures: tuple[str, ...] = ()
+) -> None:
+    """Record a checked version of the data set as ``dataset`` does: its manifest, the last
+    check and, when it passed, the latest-good pointer. The default digest is the one
+    seed_record says every run trained on."""
     store = world.services().store
+    at = version_prefix(DATASET, digest)
     manifest = {
         "name": DATASET,
-        "uri": store.uri(f"datasets/{DATASET}/data.safetensors"),
-        "sha256": digest("bytes"),
-        "digest": digest(DATASET),  # what seed_record says each run trained on
+        "digest": digest,
+        "uri": store.uri(f"{at}/data.safetensors"),
+        "sha256": digest_of("bytes"),
         "rows": 1000,
         "episodes": 10,
-        "expectations": {"success": True, "failures": []},
-        **changes,
+        "expectations": {"success": not failures, "failures": list(failures)},
+        "checked_at": utc_now(),
     }
-    store.put_json(f"datasets/{DATASET}/manifest.json", manifest)
+    store.put_json(f"{at}/manifest.json", manifest)
+    store.put_json(
+        f"{prefix(DATASET)}/last_check.json",
+        {"digest": digest, "success": not failures, "checked_at": manifest["checked_at"]},
+    )
+    if not failures:
+        store.put_json(f"{prefix(DATASET)}/latest.json", {"digest": digest})
 
 
 def train_and_evaluate(world: World, label: str = "v") -> str:
@@ -110,7 +123,7 @@ def train_and_evaluate(world: World, label: str = "v") -> str:
 
 def make_world(root: Path) -> World:
     world = World(root)
-    publish_dataset_manifest(world)
+    publish_dataset_version(world)
     train_and_evaluate(world)
     return world
 
