@@ -7,6 +7,8 @@
     promote FAMILY --reason R  promote through Dagster (refused when the gates say no)
     rollback FAMILY --reason R champion <- previous-champion, through Dagster
     reconcile FAMILY --reason R  put MLflow aliases and champion.json back as the ledger says
+    serve [--host H] [--port P] [--families F..]   the champions over HTTP (docs/serving.md)
+    pull FAMILY [--alias A] --to DIR   a released model's files, every sha256 verified
     dataset list | export NAME FILE | add NAME FILE [--spec S] | remove NAME --reason R
                                registered data sets: Parquet tables in, checked, versioned
 
@@ -31,6 +33,7 @@ from rich.markup import escape
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
+TOKEN_VARIABLE = "WORLDFLUX_API_TOKEN"
 DEMO_FAMILIES = ("tdmpc2", "diffusion")
 # Training steps per demo family; None: the family policy's training.steps. tdmpc2 passes every
 # gate at 1,000 steps and is released (its nightly policy trains 3,000 to predict Pendulum as
@@ -239,6 +242,68 @@ def cmd_release(args: argparse.Namespace) -> int:
         f"v{aliases.get('champion', '-')} (previous-champion "
         f"v{aliases.get('previous-champion', '-')}); Dagster run {outcome.run_id}"
     )
+    return 0
+
+
+# ------------------------------------------------------------------------------ serve, pull
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from assets.partitions import FAMILIES
+    from orchestration.api import create_app
+    from release.serving import Champions
+
+    if _unknown_families(args.families or []):
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_VARIABLE):
+        console.print(
+            f"[red]refusing to listen on {escape(args.host)} without {TOKEN_VARIABLE}[/red]: set "
+            "a bearer token, or serve on 127.0.0.1"
+        )
+        return 2
+    _, defs, _ = _platform()
+    champions = Champions(
+        args.families or FAMILIES,
+        defs.resources["mlflow"].open(),
+        defs.resources["object_store"].open(),
+    )
+    console.print(f"loading champions: {', '.join(champions.refresh()) or 'none yet'}")
+    for family, error in champions.errors.items():
+        console.print(f"[yellow]{family}[/yellow]: {escape(error)}")
+    champions.start(args.poll)
+    app = create_app(champions, token=os.environ.get(TOKEN_VARIABLE) or None)
+    console.print(
+        f"serving on http://{args.host}:{args.port} (API docs at /docs; the champion aliases "
+        f"are polled every {args.poll:g} s)"
+    )
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        champions.stop()
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from worldflux.hub import RegistryError, download_release
+
+    from release.mlflow import model_name
+
+    if _unknown_families([args.family]):
+        return 2
+    settings = prepare_environment()
+    uri = f"models:/{model_name(args.family)}@{args.alias}"
+    target = Path(args.to)
+    if target.exists() and any(target.iterdir()):
+        console.print(f"[red]{escape(str(target))} is not empty[/red]: pull into a new folder")
+        return 2
+    try:
+        folder = download_release(
+            uri, target, tracking_uri=settings.mlflow_registry_uri or settings.mlflow_tracking_uri
+        )
+    except RegistryError as err:
+        console.print(f"[red]pull failed[/red]: {escape(str(err))}")
+        return 1
+    console.print(f"{uri} -> {escape(str(folder))} (every file's sha256 verified)")
     return 0
 
 
@@ -502,6 +567,19 @@ def build_parser() -> argparse.ArgumentParser:
             "--actor", default="", help="must be the login user if given (the CLI acts as it)"
         )
         cmd.set_defaults(func=cmd_release)
+    serve = sub.add_parser("serve", help="serve every family's champion over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--families", nargs="+", help="default: every family with a champion")
+    serve.add_argument(
+        "--poll", type=float, default=5.0, help="seconds between champion alias checks"
+    )
+    serve.set_defaults(func=cmd_serve)
+    pull = sub.add_parser("pull", help="download a released model, every file verified")
+    pull.add_argument("family")
+    pull.add_argument("--alias", default="champion")
+    pull.add_argument("--to", required=True, help="a new or empty folder")
+    pull.set_defaults(func=cmd_pull)
     dataset = sub.add_parser("dataset", help="registered data sets: list, export, add, remove")
     actions = dataset.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="registered data sets, latest good and last checked version")

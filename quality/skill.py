@@ -282,7 +282,7 @@ def _imagine(
     return state, [trajectory.state_at(k) for k in range(1, actions.shape[0] + 1)]
 
 
-def _predictor(
+def observation_predictor(
     model: WorldModel, train: TrajectoryDataset
 ) -> tuple[str, Callable[[State], Tensor]]:
     """How a state becomes a predicted observation: the decoder, else the linear read-out."""
@@ -323,7 +323,7 @@ def prediction_skill(
         generator = torch.Generator().manual_seed(PROBE_SEED)
         permutation = torch.randperm(batch.batch_size, generator=generator).to(model.device)
         scale = _Scale(train, model.device)
-        space, predict = _predictor(model, train)
+        space, predict = observation_predictor(model, train)
         filtered, imagined = _imagine(model, batch, context, actions)
         _, shuffled = _imagine(model, batch, context, actions[:, permutation])
         linear = fit_linear_dynamics(train).to(model.device)

@@ -202,9 +202,12 @@ def read_manifest(store: ObjectStore, name: str, digest: str | None = None) -> d
     return manifest
 
 
-def read_dataset(store: ObjectStore, name: str) -> tuple[TrajectoryDataset, dict[str, Any]]:
-    """The latest good version of a data set, verified against its manifest."""
-    manifest = read_manifest(store, name)
+def read_dataset(
+    store: ObjectStore, name: str, digest: str | None = None
+) -> tuple[TrajectoryDataset, dict[str, Any]]:
+    """A passing version of a data set (by default the latest good one), verified against its
+    manifest."""
+    manifest = read_manifest(store, name, digest)
     if manifest.get("expectations", {}).get("success") is not True or "sha256" not in manifest:
         raise LineageError(
             f"data set {name!r}: latest.json names version {manifest.get('digest')}, whose "

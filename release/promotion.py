@@ -45,6 +45,7 @@ from release.ledger import (
     LedgerBusy,
     LedgerTampered,
     PromotionEntry,
+    canonical_json,
 )
 from release.lineage import LineageError, download_weights, scratch_dir
 from release.mlflow import Mlflow, MlflowError, model_name
@@ -511,7 +512,10 @@ def _promote(
         "gate_report_id": decision.entry.report_id,
         "gate_report_sha256": decision.report_sha256,
         "checkpoint_sha256": checkpoint["sha256"],
+        "dataset": str(report["datasets"][0]["name"]),
         "dataset_digest": str(report["datasets"][0]["digest"]),
+        # What a consumer verifies every downloaded file against (worldflux.hub).
+        "files_sha256": canonical_json(checkpoint["files"]),
         "policy_digest": report["policy_digest"],
         "dagster_run_id": request.dagster_run_id,
         "code_version": str(report["code_version"].get("git_commit")),

@@ -33,6 +33,7 @@ from worldflux.core.types import (
     Trajectory,
 )
 from worldflux.device import select_device
+from worldflux.hub import RegistryError, RegistryUnavailable
 from worldflux.version import __version__
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
     "Maturity",
     "ModelOutput",
     "ModelSpec",
+    "RegistryError",
+    "RegistryUnavailable",
     "State",
     "TrainingDivergedError",
     "Trajectory",

@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -493,3 +494,90 @@ def test_release_refuses_a_report_older_than_the_checkpoints(
     assert not stale.success
     assert "older than the checkpoints of seeds [1]" in stale.message
     assert platform.mlflow.aliases(HEALTHY)["champion"] == champion
+
+
+def test_the_champion_loads_from_the_registry_bit_identically(
+    platform: Platform, lineage: Lineage, tmp_path: Path
+) -> None:
+    """``worldflux.from_pretrained("models:/worldflux-tdmpc2@champion")``: every file verified
+    against the release manifest, and the weights equal to the release copy the ledger records
+    (itself verified against the gated checkpoint's manifest when it was promoted)."""
+    import torch
+
+    import worldflux
+    from release.lineage import download_weights
+
+    uri = "models:/worldflux-tdmpc2@champion"
+    served = worldflux.from_pretrained(uri, tracking_uri=platform.settings.mlflow_tracking_uri)
+    champion = platform.mlflow.aliases(HEALTHY)["champion"]
+    with platform.ledger() as ledger:
+        released = next(
+            p
+            for p in ledger.promotions(HEALTHY, limit=1000)
+            if p.action == "promote" and p.to_version == champion
+        )
+    copy = {
+        "uri": released.details["weights_uri"],
+        "key": released.details["weights_key"],
+        "files": released.details["files"],
+        "sha256": released.details["checkpoint_sha256"],
+    }
+    gated = worldflux.from_pretrained(download_weights(platform.store(), copy, tmp_path / "rel"))
+    assert served.state_dict().keys() == gated.state_dict().keys()
+    for key, value in gated.state_dict().items():
+        assert torch.equal(served.state_dict()[key], value), key
+    assert cli.main(["pull", HEALTHY, "--to", str(tmp_path / "pulled")]) == 0
+    assert (tmp_path / "pulled" / "model.safetensors").is_file()
+
+
+def test_a_rollback_while_clients_send_requests_drops_none(
+    platform: Platform, lineage: Lineage, tmp_path: Path
+) -> None:
+    """A served champion, a real rollback through the release path, four clients sending
+    rollouts all the while: the served version switches and no request fails."""
+    import threading
+
+    import requests
+
+    from tests.integration.serving import serving
+
+    defs, instance = platform.defs, platform.instance
+    if "previous-champion" not in platform.mlflow.aliases(HEALTHY):  # order-independent
+        ops.evaluate(defs, instance, HEALTHY)  # a fresh report, whatever retrained since
+        again = ops.release(defs, instance, HEALTHY, action="promote", reason="two", actor="alice")
+        assert again.success, again.message
+    before = platform.mlflow.aliases(HEALTHY)
+    body = {"family": HEALTHY, "observations": [[1.0, 0.0, 0.0]], "actions": [[[0.5]] * 5]}
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+    with serving(tmp_path, [HEALTHY]) as server:
+
+        def client() -> None:
+            while not stop.is_set():
+                answer = requests.post(
+                    server.url + "/api/v1/rollout", json=body, headers=server.headers(), timeout=60
+                )
+                if answer.status_code == 200:
+                    seen.add(answer.json()["version"])
+                else:
+                    failures.append(f"{answer.status_code}: {answer.text[:300]}")
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            back = ops.release(
+                defs, instance, HEALTHY, action="rollback", reason="r", actor="carol"
+            )
+            assert back.success, back.message
+            deadline = time.monotonic() + 60
+            target = before["previous-champion"]
+            while time.monotonic() < deadline and target not in seen:
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+    assert failures == []
+    assert {before["champion"], before["previous-champion"]} <= seen

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,39 @@ def _spec_from_json(data: dict[str, Any], path: Path) -> ModelSpec:
         raise CheckpointError(f"{path} does not describe a valid model: {err}") from None
 
 
-def from_pretrained(directory: str | Path, *, device: str | torch.device = "cpu") -> WorldModel:
-    """Rebuild a model saved with ``save_pretrained``, verifying integrity first."""
-    root = Path(directory)
+def from_pretrained(
+    directory_or_uri: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    tracking_uri: str | None = None,
+) -> WorldModel:
+    """Rebuild a model saved with ``save_pretrained``, verifying integrity first.
+
+    ``directory_or_uri``: a folder written by ``save_pretrained``, or a string
+    ``models:/<name>@<alias>`` / ``models:/<name>/<version>`` naming a released version in the
+    MLflow model registry (``tracking_uri``, else ``MLFLOW_TRACKING_URI``; ``tracking_uri`` is
+    used for such URIs only). Its files are downloaded into a temporary directory, verified
+    against the version's ``files_sha256`` tag, loaded, and the directory is removed (see
+    ``worldflux.hub.download_release``; needs MLflow, else ``RegistryUnavailable``).
+    """
+    if isinstance(directory_or_uri, str) and directory_or_uri.startswith("models:/"):
+        from worldflux.hub import download_release  # MLflow is imported only on this path
+
+        uri = directory_or_uri
+        with tempfile.TemporaryDirectory(
+            prefix="worldflux-release-", ignore_cleanup_errors=True
+        ) as tmp:
+            folder = download_release(uri, Path(tmp), tracking_uri=tracking_uri)
+            try:
+                return _load_directory(folder, device)
+            except CheckpointError as err:
+                raise CheckpointError(
+                    f"{uri}: its files match the release manifest but do not load: {err}"
+                ) from err
+    return _load_directory(Path(directory_or_uri), device)
+
+
+def _load_directory(root: Path, device: str | torch.device) -> WorldModel:
     if not root.is_dir():
         raise CheckpointError(f"{root} is not a directory holding a saved model")
     meta = _read_json(root / METADATA_FILE)
