@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -133,7 +134,11 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(champions: Champions, token: str | None = None) -> FastAPI:
+def create_app(
+    champions: Champions, token: str | None = None, workers: int | None = None
+) -> FastAPI:
+    """``workers``: requests computed at once (default: the CPU count). More requests wait for
+    a slot instead of thrashing the cores with threads that share the GIL."""
     app = FastAPI(
         title="WorldFlux serving",
         version="1",
@@ -141,6 +146,7 @@ def create_app(champions: Champions, token: str | None = None) -> FastAPI:
         "input and output guards.",
     )
     metrics = Metrics()
+    inference = threading.BoundedSemaphore(workers or os.cpu_count() or 1)
     app.state.metrics = metrics
     app.state.champions = champions
 
@@ -183,7 +189,8 @@ def create_app(champions: Champions, token: str | None = None) -> FastAPI:
     def rollout(body: RolloutRequest) -> Any:
         try:
             champion = champions.get(_known(champions, body.family))
-            result = champion.rollout(body.observations, body.actions)
+            with inference:
+                result = champion.rollout(body.observations, body.actions)
         except _Refusal as refusal:
             return refusal.response()
         except (InputRejected, OutputRefused, NoChampion) as err:
@@ -202,7 +209,8 @@ def create_app(champions: Champions, token: str | None = None) -> FastAPI:
     def plan(body: PlanRequest) -> Any:
         try:
             champion = champions.get(_known(champions, body.family))
-            result = champion.plan(body.observation, body.horizon, body.seed)
+            with inference:
+                result = champion.plan(body.observation, body.horizon, body.seed)
         except _Refusal as refusal:
             return refusal.response()
         except (InputRejected, OutputRefused, NoChampion) as err:

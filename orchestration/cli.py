@@ -53,6 +53,7 @@ def prepare_environment() -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "creating tables" notices
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # serve, pull
     settings = Settings.from_env()
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
@@ -261,6 +262,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "a bearer token, or serve on 127.0.0.1"
         )
         return 2
+    import torch
+
+    # Requests are small: concurrency comes from serving several at once, one thread each.
+    torch.set_num_threads(1)
     _, defs, _ = _platform()
     champions = Champions(
         args.families or FAMILIES,
@@ -271,7 +276,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for family, error in champions.errors.items():
         console.print(f"[yellow]{family}[/yellow]: {escape(error)}")
     champions.start(args.poll)
-    app = create_app(champions, token=os.environ.get(TOKEN_VARIABLE) or None)
+    app = create_app(champions, token=os.environ.get(TOKEN_VARIABLE) or None, workers=args.workers)
     console.print(
         f"serving on http://{args.host}:{args.port} (API docs at /docs; the champion aliases "
         f"are polled every {args.poll:g} s)"
@@ -284,9 +289,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from worldflux.hub import RegistryError, download_release
-
     from release.mlflow import model_name
+    from worldflux.hub import RegistryError, download_release
 
     if _unknown_families([args.family]):
         return 2
@@ -573,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--families", nargs="+", help="default: every family with a champion")
     serve.add_argument(
         "--poll", type=float, default=5.0, help="seconds between champion alias checks"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=None, help="requests computed at once (default: CPUs)"
     )
     serve.set_defaults(func=cmd_serve)
     pull = sub.add_parser("pull", help="download a released model, every file verified")

@@ -561,6 +561,7 @@ def _promote(
         "model_card_uri": store.put_bytes(card_key, card.encode()),
         "model_card_key": card_key,
     }
+    services.mlflow.set_version_tag(family, version, "model_card_uri", details["model_card_uri"])
     return _commit(request, services, intent, "promote", previous, version, details, observer, uri)
 
 

@@ -49,14 +49,18 @@ class Server:
 
 @contextmanager
 def serving(
-    log_dir: Path, families: list[str], token: str = "test-token", poll: float = 0.5
+    log_dir: Path,
+    families: list[str],
+    token: str = "test-token",
+    poll: float = 0.5,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """The server with the current environment (the platform's settings) plus the token."""
     port = free_port()
     log = log_dir / f"serve-{port}.log"
     env = {**os.environ, "WORLDFLUX_API_TOKEN": token}
     command = [sys.executable, "-m", "orchestration", "serve", "--port", str(port)]
-    command += ["--poll", str(poll), "--families", *families]
+    command += ["--poll", str(poll), *extra, "--families", *families]
     process = start(command, log, env, REPO)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process, 120, log)

@@ -26,3 +26,12 @@ def test_an_unknown_family_is_named_with_the_known_ones(
     assert repr(unknown) in out  # printed as given: markup in it is escaped, not interpreted
     assert all(family in out for family in FAMILIES)
     assert "Traceback" not in out
+
+
+def test_serving_beyond_loopback_needs_a_token(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORLDFLUX_API_TOKEN", raising=False)
+    assert cli.main(["serve", "--host", "0.0.0.0"]) == 2
+    out = capsys.readouterr().out
+    assert "refusing to listen on 0.0.0.0 without WORLDFLUX_API_TOKEN" in out
