@@ -20,7 +20,6 @@ Every command reads the environment through ``orchestration.settings`` (see READ
 import argparse
 import getpass
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +46,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 def prepare_environment() -> Any:
     """Settings from the environment, with DAGSTER_HOME created and given the project's
-    dagster.yaml when it has none (an existing one, e.g. for PostgreSQL, is left alone)."""
+    dagster.yaml when it has none (with PostgreSQL storage when DAGSTER_PG_URL is set)."""
     from orchestration.settings import Settings
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -56,10 +55,7 @@ def prepare_environment() -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # serve, pull
     settings = Settings.from_env()
     settings.home.mkdir(parents=True, exist_ok=True)
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    target = settings.dagster_home / "dagster.yaml"
-    if not target.exists():
-        shutil.copy(REPO / "dagster.yaml", target)
+    settings.write_instance_yaml()
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     return settings
 

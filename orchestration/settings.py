@@ -6,10 +6,12 @@ project's own start with ``WORLDFLUX_``. With none set, everything is embedded u
 folder (``WORLDFLUX_HOME``, default ``./.worldflux``): deleting it resets the system.
 
 - ``WORLDFLUX_HOME``: the root of embedded state (default ``./.worldflux``).
-- ``DAGSTER_HOME``: default ``$WORLDFLUX_HOME/dagster`` (SQLite); production points it at a
-  folder whose dagster.yaml uses PostgreSQL.
+- ``DAGSTER_HOME``: default ``$WORLDFLUX_HOME/dagster``; its dagster.yaml (written by the CLI
+  when missing) keeps runs, events and schedules in SQLite there, or in PostgreSQL when
+  ``DAGSTER_PG_URL`` is set (``postgresql://user:password@host:5432/dagster``).
 - ``MLFLOW_TRACKING_URI``: default ``sqlite:///$WORLDFLUX_HOME/mlflow.db`` with artifacts under
-  ``$WORLDFLUX_HOME/mlflow-artifacts``; production ``http://mlflow-server:5000``.
+  ``$WORLDFLUX_HOME/mlflow-artifacts``; production ``http://mlflow-server:5000``, or a database
+  directly (``postgresql+psycopg2://...``).
 - ``WORLDFLUX_S3_BUCKET`` (+ ``WORLDFLUX_S3_ENDPOINT_URL`` for MinIO/SeaweedFS,
   ``WORLDFLUX_S3_PREFIX``): objects in S3; unset, under ``$WORLDFLUX_HOME/objects``.
 - ``WORLDFLUX_MONGODB_URI`` (+ ``WORLDFLUX_MONGODB_DATABASE``, default ``worldflux``): the
@@ -29,6 +31,15 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "WORLDFLUX_"
+REPO = Path(__file__).resolve().parents[1]
+PG_VARIABLE = "DAGSTER_PG_URL"
+# Added to the project's dagster.yaml when DAGSTER_PG_URL is set (dagster-postgres reads it).
+_PG_STORAGE = f"""
+storage:
+  postgres:
+    postgres_url:
+      env: {PG_VARIABLE}
+"""
 MANAGERS_FILE = "release-managers.txt"
 
 
@@ -50,6 +61,7 @@ class Settings:
     mongodb_uri: str | None
     mongodb_database: str
     release_managers_list: str | None = None  # WORLDFLUX_RELEASE_MANAGERS as given
+    dagster_pg_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,7 +90,29 @@ class Settings:
             mongodb_uri=env.get(f"{PREFIX}MONGODB_URI") or None,
             mongodb_database=env.get(f"{PREFIX}MONGODB_DATABASE") or "worldflux",
             release_managers_list=env.get(f"{PREFIX}RELEASE_MANAGERS"),
+            dagster_pg_url=env.get(PG_VARIABLE) or None,
         )
+
+    def instance_yaml(self) -> str:
+        """The Dagster instance's dagster.yaml: the project's, plus PostgreSQL storage when
+        ``DAGSTER_PG_URL`` is set."""
+        text = (REPO / "dagster.yaml").read_text()
+        return text + _PG_STORAGE if self.dagster_pg_url else text
+
+    def write_instance_yaml(self) -> None:
+        """Give ``DAGSTER_HOME`` its dagster.yaml when it has none; an existing one is kept,
+        but one without PostgreSQL storage while ``DAGSTER_PG_URL`` is set is an error, not a
+        silent fallback to SQLite."""
+        target = self.dagster_home / "dagster.yaml"
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.write_text(self.instance_yaml())
+        elif self.dagster_pg_url and "postgres" not in target.read_text():
+            raise SettingsError(
+                f"{PG_VARIABLE} is set but {target} keeps Dagster's storage in SQLite: delete "
+                "that file (it is written again with PostgreSQL storage) or add a "
+                "`storage: postgres:` section to it"
+            )
 
     def release_managers(self) -> list[str]:
         """The identities that may act on releases: the variable, else the embedded list file
@@ -122,7 +156,8 @@ class Settings:
             else str(self.home / MANAGERS_FILE)
         )
         return {
-            "dagster instance": str(self.dagster_home),
+            "dagster instance": str(self.dagster_home)
+            + (" (PostgreSQL storage: DAGSTER_PG_URL)" if self.dagster_pg_url else ""),
             "mlflow tracking": self.mlflow_tracking_uri,
             "object store": objects,
             "report ledger": (

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration import postgres as pg
 from tests.integration.seaweedfs import SeaweedServer, start_seaweedfs, stop
 
 
@@ -15,3 +16,13 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServe
         yield server
     finally:
         stop(server)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pg.Postgres]:
+    """One real PostgreSQL server for the session; tests isolate themselves by database."""
+    server = pg.start_postgres(tmp_path_factory.mktemp("pg"))
+    try:
+        yield server
+    finally:
+        pg.stop(server)

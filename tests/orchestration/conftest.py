@@ -1,9 +1,9 @@
-"""A whole embedded platform in a temporary folder: Dagster instance (the repo's dagster.yaml),
-MLflow (SQLite), object store and ledger, built from the same settings code as production."""
+"""A whole platform in a temporary folder: Dagster instance (the project's dagster.yaml), MLflow,
+object store and ledger, built from the same settings code as production; embedded (SQLite)
+unless ``backends`` names other stores."""
 
 import getpass
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,8 @@ class Platform:
         return self.resource("ledger").open()
 
 
-def make_platform(root: Path) -> Iterator[Platform]:
+def make_platform(root: Path, backends: dict[str, str] | None = None) -> Iterator[Platform]:
+    """``backends``: environment that replaces the embedded defaults (e.g. PostgreSQL URLs)."""
     env = {
         "WORLDFLUX_HOME": str(root / "home"),
         "DAGSTER_HOME": str(root / "dagster"),
@@ -52,11 +53,12 @@ def make_platform(root: Path) -> Iterator[Platform]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         # The tests' actors and whoever runs the tests (the CLI acts as the login user).
         "WORLDFLUX_RELEASE_MANAGERS": ",".join([*ACTORS, getpass.getuser()]),
+        "DAGSTER_PG_URL": "",  # whatever the caller's environment says
+        **(backends or {}),
     }
-    (root / "dagster").mkdir(parents=True)
-    shutil.copy(REPO / "dagster.yaml", root / "dagster" / "dagster.yaml")
     with mock.patch.dict(os.environ, env):
         settings = Settings.from_env()
+        settings.write_instance_yaml()
         with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
             defs = build_definitions(settings)
             ensure_bundled(defs.resources["object_store"].open(), instance)
