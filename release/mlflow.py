@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 EXPERIMENT = "worldflux-checkpoints"
 REPORT_EXPERIMENT = "worldflux-gate-reports"
+RELEASE_EXPERIMENT = "worldflux-releases"  # one run per promotion: the released files
 ALIASES = ("candidate", "champion", "previous-champion")
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_POINTS = 100
@@ -138,6 +139,9 @@ class Mlflow:
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         self.client().log_dict(run_id, dict(data), artifact_file)
 
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client().log_text(run_id, text, artifact_file)
+
     def log_artifacts(self, run_id: str, directory: Path, artifact_path: str) -> str:
         client = self.client()
         client.log_artifacts(run_id, str(directory), artifact_path)
@@ -233,6 +237,3 @@ class Mlflow:
 
     def version_tags(self, family: str, version: str) -> dict[str, str]:
         return dict(self.client().get_model_version(model_name(family), version).tags)
-
-    def version_source(self, family: str, version: str) -> str:
-        return str(self.client().get_model_version(model_name(family), version).source)

@@ -48,7 +48,7 @@ from release.ledger import (
     canonical_json,
 )
 from release.lineage import LineageError, download_weights, scratch_dir
-from release.mlflow import Mlflow, MlflowError, model_name
+from release.mlflow import RELEASE_EXPERIMENT, Mlflow, MlflowError, model_name
 from release.object_store import ObjectStore, ObjectStoreError
 
 REQUESTS = ("promote", "rollback", "reconcile")
@@ -505,8 +505,16 @@ def _promote(
         uri = store.put_dir(area, weights)
         copy = {**checkpoint, "uri": uri, "key": area}
         # Read the release copy back: what consumers will download is what the gates measured.
-        _verified(download_weights, store, copy, Path(tmp) / "read-back")
-    _step(request, services, intent, "weights copied", observer, weights_uri=uri)
+        verified = _verified(download_weights, store, copy, Path(tmp) / "read-back")
+        # The same bytes as MLflow artifacts of a release run: the registered version's source,
+        # so any machine with the tracking URI downloads them with the standard MLflow client.
+        release_run = services.mlflow.start_run(
+            f"{family}-release-{intent.id[:8]}",
+            {"family": family, "release_intent": intent.id, "weights_uri": uri},
+            experiment=RELEASE_EXPERIMENT,
+        )
+        source = services.mlflow.log_artifacts(release_run, verified, "weights")
+    _step(request, services, intent, "weights copied", observer, weights_uri=uri, source=source)
     tags = {
         "family": family,
         "gate_report_id": decision.entry.report_id,
@@ -522,11 +530,12 @@ def _promote(
         "seed": str(run["seed"]),
         "source_mlflow_run_id": str(run.get("mlflow_run_id")),
         "release_intent": intent.id,
+        "weights_uri": uri,
     }
     version = services.mlflow.register_version(
         family,
-        source=uri,
-        run_id=str(run.get("mlflow_run_id")),
+        source=source,
+        run_id=release_run,
         tags=tags,
         description=(
             f"{family} seed {run['seed']}, gate report {decision.entry.report_id}: {request.reason}"
@@ -562,6 +571,8 @@ def _promote(
         "model_card_key": card_key,
     }
     services.mlflow.set_version_tag(family, version, "model_card_uri", details["model_card_uri"])
+    services.mlflow.log_text(release_run, card, "model_card.md")
+    services.mlflow.end_run(release_run, ok=True)
     return _commit(request, services, intent, "promote", previous, version, details, observer, uri)
 
 
