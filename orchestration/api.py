@@ -29,6 +29,7 @@ from release.serving import (
     MAX_BATCH,
     MAX_HORIZON,
     Champions,
+    GuardFailed,
     InputRejected,
     NoChampion,
     OutputRefused,
@@ -239,8 +240,7 @@ class _Refusal(Exception):
             return cls(400, str(err))
         if isinstance(err, OutputRefused):
             # A guard that failed is a server-side fault; an implausible answer is the model's.
-            status = 503 if "the output guard failed" in str(err) else 422
-            return cls(status, f"refused: {err}")
+            return cls(503 if isinstance(err, GuardFailed) else 422, f"refused: {err}")
         return cls(503, str(err))
 
     def response(self) -> JSONResponse:

@@ -49,6 +49,10 @@ class OutputRefused(RuntimeError):
     """The model's answer failed the post-guard and was not returned."""
 
 
+class GuardFailed(OutputRefused):
+    """The post-guard itself failed: the answer is refused unchecked (fail closed)."""
+
+
 class NoChampion(LookupError):
     """The family has no champion that could be loaded."""
 
@@ -275,7 +279,7 @@ def guarded(check: Callable[[], None]) -> float:
     except OutputRefused:
         raise
     except Exception as err:
-        raise OutputRefused(f"the output guard failed ({type(err).__name__}: {err})") from err
+        raise GuardFailed(f"the output guard failed ({type(err).__name__}: {err})") from err
     return time.perf_counter() - started
 
 
