@@ -139,13 +139,13 @@ def publish_version(
     one (``data`` built) also gets its data set file, and only then does ``latest.json`` move
     to it. Returns the version's manifest."""
     at = version_prefix(name, digest)
-    table_uri = store.put_bytes(f"{at}/table.parquet", Path(table).read_bytes())
+    raw = Path(table).read_bytes()
     manifest: dict[str, Any] = {
         **provenance,
         "name": name,
         "digest": digest,
-        "table_uri": table_uri,
-        "table_sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest(),
+        "table_uri": store.put_bytes(f"{at}/table.parquet", raw),
+        "table_sha256": hashlib.sha256(raw).hexdigest(),
         "expectations": expectations,
         "checked_at": utc_now(),
     }
