@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 EXPERIMENT = "worldflux-checkpoints"
 REPORT_EXPERIMENT = "worldflux-gate-reports"
 RELEASE_EXPERIMENT = "worldflux-releases"  # one run per promotion: the released files
-ALIASES = ("candidate", "champion", "previous-champion")
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_POINTS = 100
 
