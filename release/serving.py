@@ -220,7 +220,9 @@ class Champion:
             seed=seed,
         )
         with torch.no_grad():
-            state = self.model.encode(torch.as_tensor(obs[None].astype(np.float32)))
+            state = self.model.encode(
+                torch.as_tensor(obs[None].astype(np.float32), device=self.model.device)
+            )
             payload = planner.plan(self.model, state)
         actions = np.asarray(self.spec.env_action(payload.tensor.cpu().numpy()))
         return Plan(actions, guarded(lambda: self.check_plan_output(actions)))
