@@ -163,12 +163,12 @@ class Champion:
                     f"got {list(act.shape)}"
                 )
             low, high = self.spec.action_low, self.spec.action_high
-            outside = np.argwhere((act < low) | (act > high))
-            if len(outside):
-                b, t, a = (int(i) for i in outside[0])
+            outside = _first((act < low) | (act > high))
+            if outside is not None:
+                (b, t, a), count = outside
                 raise InputRejected(
                     f"actions[{b}][{t}][{a}] = {act[b, t, a]:g} is outside the action space "
-                    f"[{low:g}, {high:g}] ({len(outside)} value(s) outside)"
+                    f"[{low:g}, {high:g}] ({count} value(s) outside)"
                 )
         horizon = act.shape[1]
         if not 1 <= horizon <= MAX_HORIZON:
@@ -242,21 +242,21 @@ class Champion:
             flat = obs.reshape(obs.shape[0], obs.shape[1], -1)
             _refuse_non_finite(flat, "predicted observations")
             low, high = self.bounds.obs_low, self.bounds.obs_high
-            outside = np.argwhere((flat < low) | (flat > high))
-            if len(outside):
-                b, t, d = (int(i) for i in outside[0])
+            outside = _first((flat < low) | (flat > high))
+            if outside is not None:
+                (b, t, d), count = outside
                 raise OutputRefused(
                     f"implausible prediction: observation[{b}][{t}] dimension {d} = "
                     f"{flat[b, t, d]:.4g} is outside [{low[d]:.4g}, {high[d]:.4g}] (the training "
-                    f"data's range plus a {self.bounds.margin:g} margin); {len(outside)} value(s) "
+                    f"data's range plus a {self.bounds.margin:g} margin); {count} value(s) "
                     "outside. Try a shorter horizon"
                 )
         if result.rewards is not None:
             _refuse_non_finite(result.rewards, "predicted rewards")
             low_r, high_r = self.bounds.reward_low, self.bounds.reward_high
-            outside = np.argwhere((result.rewards < low_r) | (result.rewards > high_r))
-            if len(outside):
-                b, t = (int(i) for i in outside[0])
+            outside = _first((result.rewards < low_r) | (result.rewards > high_r))
+            if outside is not None:
+                (b, t), _ = outside
                 raise OutputRefused(
                     f"implausible prediction: reward[{b}][{t}] = {result.rewards[b, t]:.4g} is "
                     f"outside [{low_r:.4g}, {high_r:.4g}] (the training data's range plus a "
@@ -294,18 +294,25 @@ def _finite_array(value: Any, what: str) -> np.ndarray:
         ) from err
     if array.size == 0:
         raise InputRejected(f"{what} is empty")
-    bad = np.argwhere(~np.isfinite(array))
-    if len(bad):
+    bad = _first(~np.isfinite(array))
+    if bad is not None:
         raise InputRejected(
-            f"{what}{list(map(int, bad[0]))} is not a finite number ({len(bad)} value(s) are not)"
+            f"{what}{list(bad[0])} is not a finite number ({bad[1]} value(s) are not)"
         )
     return array
 
 
 def _refuse_non_finite(values: np.ndarray, what: str) -> None:
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad):
-        raise OutputRefused(f"{what} hold a non-finite value at {list(map(int, bad[0]))}")
+    bad = _first(~np.isfinite(values))
+    if bad is not None:
+        raise OutputRefused(f"{what} hold a non-finite value at {list(bad[0])}")
+
+
+def _first(mask: np.ndarray) -> tuple[tuple[int, ...], int] | None:
+    """The index of the first True in ``mask`` and how many there are; None when there is none
+    (every guard names the first offending value and counts the rest)."""
+    where = np.argwhere(mask)
+    return (tuple(int(i) for i in where[0]), len(where)) if len(where) else None
 
 
 # ------------------------------------------------------------------------------- loading
