@@ -139,16 +139,7 @@ def _start_once(
         }
     )
     log_path = run_dir / "mlflow.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=run_dir,
-            start_new_session=True,
-        )
+    process = servers.start(command, log_path, env, run_dir)
     server = MlflowAuthServer(
         url=f"http://127.0.0.1:{port}",
         admin_username=admin_username,

@@ -21,9 +21,9 @@ import worldflux
 from assets.partitions import SEEDS
 from orchestration import operations as ops
 from orchestration.servers import start, stop, wait_http
+from tests.integration.ports import free_port
 from tests.integration.postgres import Postgres
 from tests.integration.seaweedfs import SeaweedServer
-from tests.integration.serving import free_port
 from tests.orchestration.conftest import Platform, make_platform
 
 FAMILY = "tdmpc2"

@@ -3,7 +3,6 @@ both, with every process they spawned, on Ctrl-C (SIGINT to the command)."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,14 +10,9 @@ import urllib.request
 from pathlib import Path
 
 from orchestration.servers import group_alive
+from tests.integration.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -30,7 +24,7 @@ def _answers(url: str) -> bool:
 
 
 def test_ui_starts_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -> None:
-    dagster_port, mlflow_port = _free_port(), _free_port()
+    dagster_port, mlflow_port = free_port(), free_port()
     env = {
         **os.environ,
         "WORLDFLUX_HOME": str(tmp_path / "home"),

@@ -9,7 +9,6 @@ import getpass
 import json
 import math
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from orchestration import operations as ops
 from orchestration.sensors import gate_report_requests
 from release.lineage import checkpoint_prefix
 from release.mlflow import MAX_POINTS
+from tests.integration.ports import free_port
 from tests.orchestration.conftest import Platform
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,12 +78,6 @@ def lineage(platform: Platform) -> Lineage:
     return Lineage(
         evaluations, sensor_waiting, sensor_before, sensor_after, released, blocked, refused
     )
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again when the block ends: nothing listens
 
 
 def _materializations(instance: dg.DagsterInstance, asset: str, partition: str) -> list:
@@ -411,7 +405,7 @@ def test_an_unreachable_registry_is_reported_as_a_fault(
 ) -> None:
     """The issue's rollback with the MLflow server down: a fault, recorded as one."""
     down = {
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
     }

@@ -3,24 +3,18 @@ server unreachable, a rollback was recorded as "no previous champion")."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from release.mlflow import Mlflow, MlflowError
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again when the block ends: nothing listens
+from tests.integration.ports import free_port
 
 
 def test_an_unreachable_server_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    uri = f"http://127.0.0.1:{_closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(MlflowError, match=r"cannot read the aliases .*is running and reachable"):
         Mlflow(tracking_uri=uri).aliases("tdmpc2")
 

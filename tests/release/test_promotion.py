@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from release.promotion import (
     open_intent,
     run_release,
 )
+from tests.integration.ports import free_port
 from tests.release.world import (
     FAMILY,
     MANAGERS,
@@ -292,12 +292,6 @@ def test_only_release_managers_may_act_and_refusals_are_recorded(world: World) -
 
 
 # ---------------------------------------------------------------------------------- faults
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -309,7 +303,7 @@ def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_unreachable_registry_is_a_fault_not_a_refusal(world: World, action: str) -> None:
     train_and_evaluate(world, "third")
     services = world.services()
-    down = Services(services.store, services.ledger, Mlflow(f"http://127.0.0.1:{_closed_port()}"))
+    down = Services(services.store, services.ledger, Mlflow(f"http://127.0.0.1:{free_port()}"))
     request = ReleaseRequest(FAMILY, action, "alice", "while MLflow is down", "r")
     with down.ledger, pytest.raises(ReleaseFault, match="the MLflow registry failed"):
         run_release(request, down, seeds=SEEDS, managers=MANAGERS)
@@ -328,7 +322,7 @@ def test_an_unreachable_object_store_is_a_fault_naming_it(world: World) -> None:
 
     client = boto3.client(
         "s3",
-        endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
         aws_access_key_id="k",
         aws_secret_access_key="s",
         region_name="us-east-1",
