@@ -1,5 +1,7 @@
 """``checkpoint``: one family trained with one seed; a failed seed is a recorded result."""
 
+import os
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -91,6 +93,8 @@ def checkpoint(
             "sha256": ckpt.get("sha256", ""),
             "mlflow_run_id": run_id,
             "dataset_digest": manifest["digest"],
+            # Which process trained it (a run queue or Celery worker; the run's own otherwise).
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
             "work_seconds": record["timings"]["total_seconds"],
             "loss_curve": dg.MetadataValue.path(curve),
             "held_out": table(held_out),

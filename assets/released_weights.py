@@ -1,6 +1,7 @@
 """``released_weights``: a family's champion weights, promoted, rolled back or reconciled by a
 release manager."""
 
+import time
 from typing import Literal
 
 import dagster as dg
@@ -57,6 +58,7 @@ def released_weights(
         reason=config.reason,
         dagster_run_id=context.run.run_id,
     )
+    started = time.perf_counter()
     with ledger.open() as book:
         services = Services(object_store.open(), book, mlflow.open())
         try:
@@ -74,6 +76,9 @@ def released_weights(
                 metadata={"family": family, "actor": request.actor, "outcome": outcome},
                 allow_retries=False,
             ) from error
+    # The release's own work: deriving the decision, verifying and copying the weights,
+    # moving the registry (a refusal, raised above, counts as orchestration time).
+    work_seconds = time.perf_counter() - started
     context.log.info(
         f"{release.action}: {model_name(family)} champion {release.previous} -> {release.version}"
     )
@@ -88,5 +93,6 @@ def released_weights(
             "reason": config.reason,
             "weights_uri": dg.MetadataValue.path(release.uri),
             **{k: v for k, v in release.details.items() if isinstance(v, str | int)},
+            "work_seconds": work_seconds,
         }
     )

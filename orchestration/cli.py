@@ -1,6 +1,8 @@
 """``python -m orchestration``: the platform for people.
 
-    demo                       the whole lineage on the embedded defaults, then a status table
+    demo [--workers N]         the whole lineage on the embedded defaults, then a status table
+    sweep [--families F..] [--steps S] [--workers N]
+                               the nightly's training and gate reports now (nothing released)
     ui                         the Dagster UI and the MLflow UI on 127.0.0.1 (Ctrl-C stops both)
     status [--verify]          per family: latest gate result and why, champion, last release
                                action, drift; --verify checks the ledger's hash chain
@@ -22,8 +24,7 @@ import getpass
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -390,81 +391,122 @@ def demo_steps(family: str, override: int | None = None) -> int:
     return int(steps if steps is not None else load_policy(family).training["steps"])
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    settings, defs, instance = _platform()
-    from assets.partitions import SEEDS, dataset_of
-    from orchestration import operations as ops
+def lineage_tasks(
+    families: Sequence[str], steps: Mapping[str, int | None], seeds: Sequence[int], release: bool
+) -> list[Any]:
+    """The runs of a lineage sweep for the run queue, in the order they are started when
+    several may: the data sets, every family's seeds and same-seed re-runs, each family's gate
+    report once those landed, and (``release``) a promotion after it, which the gates may
+    refuse."""
+    from assets.partitions import dataset_of
+    from orchestration.runqueue import Task
 
-    startup = time.perf_counter() - started
-    families = list(args.families or DEMO_FAMILIES)
     datasets = sorted({dataset_of(f) for f in families})
-    steps = {f: demo_steps(f, args.steps) for f in families}
+    tasks = [Task(f"dataset {d}", "materialize_dataset", {"name": d}) for d in datasets]
+    training: dict[str, list[str]] = {}
+    for family in families:
+        after = (f"dataset {dataset_of(family)}",)
+        runs = [
+            Task(
+                f"train {family} seed {s}",
+                "train",
+                {"family": family, "seed": s, "steps": steps[family]},
+                after,
+            )
+            for s in seeds
+        ]
+        runs.append(Task(f"re-runs {family}", "repeat", {"family": family}, after))
+        training[family] = [t.label for t in runs]
+        tasks += runs
+    for family in families:
+        label = f"gate report {family}"
+        tasks.append(Task(label, "evaluate", {"family": family}, tuple(training[family]), family))
+        if release:
+            who = getpass.getuser()
+            promote = {"family": family, "action": "promote", "reason": "demo", "actor": who}
+            tasks.append(Task(f"release {family}", "release", promote, (label,)))
+    return tasks
+
+
+def run_lineage(tasks: Sequence[Any], workers: int) -> tuple[Any, Any, Any, list[Any], float]:
+    """Run ``tasks`` on the run queue with ``workers`` warm processes (fewer when the
+    instance's run queue allows fewer runs at once); stop starting new runs after a data set,
+    training or re-run failure (a failing gate report is an answer). Returns the platform,
+    what finished, and the start-up seconds."""
+    from orchestration.runqueue import OPERATIONS, Limits, RunQueue, kind_of
+    from orchestration.sensors import gate_report_requests
+
+    started = time.perf_counter()
+    prepare_environment()  # dagster.yaml exists before the workers open the instance
+    with RunQueue(workers) as run_queue:  # the workers import while this process does
+        settings, defs, instance = _platform()
+        limits = Limits.of(instance)
+        if 0 <= limits.max_runs < workers:
+            console.print(
+                f"[yellow]{workers} workers asked; the run queue in "
+                f"{settings.dagster_home / 'dagster.yaml'} allows {limits.max_runs} runs at "
+                "once[/yellow]"
+            )
+        defs.resources["mlflow"].open().experiment_id()  # create the store once, not racing
+        kinds = {op: kind_of(defs, op) for op in OPERATIONS}
+
+        def ready(task: Any) -> str:
+            if task.family is None:
+                return ""
+            wanted = {r.partition_key for r in gate_report_requests(instance)}
+            if task.family in wanted:
+                return ""
+            return f"not every seed of {task.family} landed, so the sensor asks for no report"
+
+        with _progress() as progress:
+            bar = progress.add_task("starting workers", total=len(tasks))
+            running: list[str] = []
+            failures: list[Any] = []
+
+            def on_start(task: Any) -> None:
+                running.append(task.label)
+                progress.update(bar, description=" | ".join(running))
+
+            def on_done(done: Any) -> bool:
+                if done.label in running:
+                    running.remove(done.label)
+                progress.update(bar, description=" | ".join(running), advance=1)
+                if done.ran and not done.answered:
+                    failures.append(done)
+                    progress.console.print(
+                        f"[red]{escape(done.label)} failed[/red] (run {done.run_id or '-'}): "
+                        f"{escape(done.message)}"
+                    )
+                return not failures
+
+            run_queue.wait_ready()
+            startup = time.perf_counter() - started
+            finished = run_queue.run(tasks, limits, kinds, ready, on_start, on_done)
+    return settings, defs, instance, finished, startup
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from assets.partitions import SEEDS, dataset_of
+
+    started = time.perf_counter()
+    families = list(args.families or DEMO_FAMILIES)
+    if _unknown_families(families):
+        return 2
+    steps: dict[str, int | None] = {f: demo_steps(f, args.steps) for f in families}
     console.print(
         f"[bold]Demo[/bold]: {', '.join(f'{f} ({n} steps)' for f, n in steps.items())} x "
-        f"{len(SEEDS)} seeds on {', '.join(datasets)}; state under {settings.home}"
+        f"{len(SEEDS)} seeds on {', '.join(sorted({dataset_of(f) for f in families}))}, "
+        f"{args.workers} worker(s)"
     )
-    plan: list[tuple[str, Callable[[], Any]]] = [
-        (f"dataset {d}", partial(ops.materialize_dataset, defs, instance, d, quiet=True))
-        for d in datasets
-    ]
-    plan += [
-        (f"train {f} seed {s}", partial(ops.train, defs, instance, f, s, steps[f], quiet=True))
-        for f in families
-        for s in SEEDS
-    ]
-    plan += [(f"re-runs {f}", partial(ops.repeat, defs, instance, f, True)) for f in families]
-    plan += [(f"gate report {f}", partial(ops.evaluate, defs, instance, f, True)) for f in families]
-    plan += [
-        (
-            f"release {f}",
-            partial(
-                ops.release,
-                defs,
-                instance,
-                f,
-                action="promote",
-                reason="demo",
-                actor=getpass.getuser(),
-                quiet=True,
-            ),
-        )
-        for f in families
-    ]
-    runs_seconds = work_seconds = 0.0
-    overhead: dict[str, list[float]] = {}
-    refusals = []
-    with _progress() as progress:
-        task = progress.add_task("lineage", total=len(plan))
-        for label, step in plan:
-            progress.update(task, description=label)
-            t0 = time.perf_counter()
-            outcome = step()
-            seconds = time.perf_counter() - t0
-            runs_seconds += seconds
-            work_seconds += outcome.work_seconds()
-            overhead.setdefault(outcome.job, []).append(seconds - outcome.work_seconds())
-            if not outcome.success and not label.startswith(("gate", "release")):
-                progress.stop()
-                console.print(
-                    f"[red]{label} failed[/red] (run {outcome.run_id}): {outcome.message}"
-                )
-                return 1
-            if label.startswith("release") and not outcome.success:
-                refusals.append(f"[yellow]{label} not done[/yellow]: {escape(outcome.message)}")
-            progress.advance(task)
-    wall = time.perf_counter() - started
+    tasks = lineage_tasks(families, steps, SEEDS, release=True)
+    settings, defs, _, finished, startup = run_lineage(tasks, args.workers)
+    if any(d.ran and not d.answered for d in finished):
+        return 1
     print_status(defs, families)
-    for line in refusals:
-        console.print(line)
-    _print_timing(defs, families, SEEDS, wall, startup, runs_seconds, work_seconds)
-    console.print(
-        "Overhead per run (first run of a kind pays its imports): "
-        + "; ".join(
-            f"{job} " + ", ".join(f"{v:.2f}" for v in values) + " s"
-            for job, values in overhead.items()
-        )
-    )
+    for done in finished:
+        if done.label.startswith("release") and not done.success:
+            console.print(f"[yellow]{done.label} not done[/yellow]: {escape(done.message)}")
+    _print_timing(defs, families, SEEDS, time.perf_counter() - started, startup, finished)
     console.print(
         "\nWhere to look:\n"
         "  python -m orchestration ui      Dagster UI (lineage, checks, runs) and MLflow UI\n"
@@ -472,6 +514,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + "".join(f"  {k:<17} {v}\n" for k, v in settings.describe().items())
     )
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """The nightly's work now: every data set checked, every family x seed trained, the
+    re-runs, and each family's gate report once its seeds landed; nothing is released."""
+    from assets.partitions import FAMILIES, SEEDS
+
+    started = time.perf_counter()
+    families = list(args.families or FAMILIES)
+    if _unknown_families(families):
+        return 2
+    steps: dict[str, int | None] = {f: args.steps for f in families}
+    console.print(
+        f"[bold]Sweep[/bold]: {len(families)} families x {len(SEEDS)} seeds, "
+        f"{args.steps or 'policy'} steps, {args.workers} worker(s)"
+    )
+    tasks = lineage_tasks(families, steps, SEEDS, release=False)
+    _, defs, _, finished, startup = run_lineage(tasks, args.workers)
+    reports = [d for d in finished if d.label.startswith("gate report")]
+    for done in reports:
+        verdict = "[green]PASS[/green]" if done.success else "[red]BLOCKED[/red]"
+        why = "" if done.success else f": {escape(done.message)}"
+        console.print(
+            f"{done.label}: {verdict}{why}" if done.ran else f"{done.label}: not run{why}"
+        )
+    _print_timing(defs, families, SEEDS, time.perf_counter() - started, startup, finished)
+    return 1 if any(d.ran and not d.answered for d in finished) else 0
 
 
 def _progress() -> Any:
@@ -492,13 +561,12 @@ def _print_timing(
     seeds: list[int],
     wall: float,
     startup: float,
-    runs: float,
-    work: float,
+    finished: Sequence[Any],
 ) -> None:
-    """Where the demo's wall time went. ``work``: what the assets timed as their own work
-    (seed runs with evaluation and probes, the expectation suite, gate evaluation with its
-    re-runs); the rest of a run's time (Dagster bookkeeping, MLflow logging, object store,
-    ledger) is orchestration overhead."""
+    """Where the wall time went. ``work``: what the assets timed as their own work (seed runs
+    with evaluation and probes, the expectation suite, gate evaluation with its re-runs); the
+    rest of a run's time (Dagster bookkeeping, MLflow logging, object store, ledger) is
+    orchestration overhead. With several workers, run time adds up across workers."""
     from release.lineage import read_checkpoint_records
 
     store = defs.resources["object_store"].open()
@@ -509,13 +577,27 @@ def _print_timing(
             repeats = report.report["repeatability_runs"] if report else []
             for r in [*read_checkpoint_records(store, family, seeds), *repeats]:
                 train += r["timings"]["train_seconds"]
+    ran = [d for d in finished if d.ran]
+    runs = sum(d.seconds for d in ran)
+    work = sum(d.work_seconds for d in ran)
     overhead = runs - work
+    workers = len({d.worker for d in ran})
     console.print(
-        f"Timing: wall {wall:.1f} s = start-up {startup:.1f} s (imports, instance) + Dagster "
-        f"runs {runs:.1f} s + {wall - startup - runs:.1f} s reporting. In the runs: work "
-        f"{work:.1f} s (training loops alone {train:.1f} s), orchestration overhead "
-        f"{overhead:.1f} s = {overhead / runs:.1%} of run time; with start-up "
-        f"{(overhead + startup) / wall:.1%} of wall."
+        f"Timing: wall {wall:.1f} s = start-up {startup:.1f} s (workers' imports, instance) + "
+        f"{wall - startup:.1f} s of {len(ran)} Dagster runs on {workers} worker(s), "
+        f"{runs:.1f} s of run time in all. In the runs: work {work:.1f} s (training loops alone "
+        f"{train:.1f} s), orchestration overhead {overhead:.1f} s = "
+        f"{overhead / max(runs, 1e-9):.1%} of run time."
+    )
+    per_job: dict[str, list[float]] = {}
+    for done in ran:
+        per_job.setdefault(done.job, []).append(done.seconds - done.work_seconds)
+    console.print(
+        "Overhead per run: "
+        + "; ".join(
+            f"{job} " + ", ".join(f"{v:.2f}" for v in values) + " s"
+            for job, values in per_job.items()
+        )
     )
 
 
@@ -525,6 +607,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     settings = prepare_environment()
     return serve_uis(settings, REPO, args.dagster_port, args.mlflow_port, console)
+
+
+WORKERS_HELP = (
+    "runs at once, each in a warm worker process with one torch thread (default 1; at most "
+    "what the run queue in dagster.yaml allows)"
+)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -544,7 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(f"{f} {n or 'policy'}" for f, n in DEMO_STEPS.items())
         + "; other families: their policy's steps)",
     )
+    demo.add_argument("--workers", type=_positive, default=1, help=WORKERS_HELP)
     demo.set_defaults(func=cmd_demo)
+    sweep = sub.add_parser("sweep", help="the nightly's training and gates now, nothing released")
+    sweep.add_argument("--families", nargs="+", help="default: every family")
+    sweep.add_argument(
+        "--steps", type=_positive, default=None, help="steps per seed (default: each policy's)"
+    )
+    sweep.add_argument("--workers", type=_positive, default=1, help=WORKERS_HELP)
+    sweep.set_defaults(func=cmd_sweep)
     ui = sub.add_parser("ui", help="Dagster UI + MLflow UI on 127.0.0.1 until Ctrl-C")
     ui.add_argument("--dagster-port", type=int, default=3000)
     ui.add_argument("--mlflow-port", type=int, default=5000)

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.gate_report import GATE_REPORT, family_checks
 from assets.partitions import checkpoint_key
 
 
@@ -46,7 +47,14 @@ def run(
     run_config = dict(run_config or {})
     if quiet:
         run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
-    result = defs.resolve_job_def(job).execute_in_process(
+    job_def = defs.resolve_job_def(job)
+    if GATE_REPORT in job_def.asset_layer.executable_asset_keys:
+        # The family's own gates only (as the sensor's run requests select them).
+        job_def = job_def.get_subset(
+            asset_selection=set(job_def.asset_layer.executable_asset_keys),
+            asset_check_selection=family_checks(str(partition)),
+        )
+    result = job_def.execute_in_process(
         partition_key=partition,
         instance=instance,
         run_config=run_config,

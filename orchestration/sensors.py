@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.gate_report import family_checks
 from assets.partitions import FAMILIES, SEEDS, checkpoint_key
 from orchestration.jobs import gate_report_job
 
@@ -34,6 +35,8 @@ def gate_report_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
                     run_key=f"gate_report-{family}-{max(seeds)}",
                     job_name=gate_report_job.name,
                     partition_key=family,
+                    asset_selection=[GATE_REPORT],
+                    asset_check_keys=sorted(family_checks(family), key=str),
                 )
             )
     return requests

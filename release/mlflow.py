@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from mlflow import MlflowClient
 
 EXPERIMENT = "worldflux-checkpoints"
@@ -129,11 +128,24 @@ class Mlflow:
             schema=None,
             profile=json.dumps(dict(profile)),
         )
-        tags = [InputTag("mlflow.data.context", "training")]
-        self.client().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=tags)])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+        try:
+            self.client().log_inputs(run_id, datasets=inputs)
+        except Exception as err:
+            # Two runs logging the same data set at once: MLflow's SQL store looks the data set
+            # up, then inserts it; the loser's insert breaks the unique key. It exists now.
+            if "UNIQUE constraint" not in str(err) and "duplicate key" not in str(err):
+                raise
+            self.client().log_inputs(run_id, datasets=inputs)
 
-    def log_figure(self, run_id: str, figure: Figure, artifact_file: str) -> None:
-        self.client().log_figure(run_id, figure, artifact_file)
+    def log_bytes(self, run_id: str, data: bytes, artifact_file: str) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="worldflux-artifact-") as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_bytes(data)
+            folder = str(Path(artifact_file).parent)
+            self.client().log_artifact(run_id, str(path), None if folder == "." else folder)
 
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         self.client().log_dict(run_id, dict(data), artifact_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,21 +14,31 @@ from worldflux.training import Callback, History, Trainer
 
 
 class LogProgress(Callback):
-    """Reports training progress four times per run (a long run shows it is alive; every
-    line is an event the Dagster instance stores)."""
+    """Reports training progress at most every ``every_seconds`` and at the last step: a long
+    run shows it is alive, a short one logs one line (every line is an event the Dagster
+    instance stores, ~15 ms each)."""
 
-    def __init__(self, log: Callable[[str], None], total_steps: int, label: str) -> None:
-        self.log, self.label = log, label
-        self.every = max(1, total_steps // 4)
-        self.total = total_steps
+    def __init__(
+        self,
+        log: Callable[[str], None],
+        total_steps: int,
+        label: str,
+        every_seconds: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log, self.label, self.total = log, label, total_steps
+        self.every, self.clock = every_seconds, clock
+        self.last = clock()
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        if trainer.step % self.every == 0 or trainer.step == self.total:
+        now = self.clock()
+        if now - self.last >= self.every or trainer.step == self.total:
+            self.last = now
             loss = metrics.get("loss", float("nan"))
             self.log(f"{self.label}: step {trainer.step}/{self.total}, loss {loss:.4g}")
 
 
-def loss_curve_figure(history: History, gate_metric: str | None) -> Any:
+def loss_curve_png(history: History, gate_metric: str | None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
@@ -43,8 +54,12 @@ def loss_curve_figure(history: History, gate_metric: str | None) -> Any:
     axis.set_yscale("symlog")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    return figure
+    # Fixed margins for the fixed size: tight_layout would cost half the drawing time.
+    figure.subplots_adjust(left=0.1, right=0.98, top=0.97, bottom=0.12)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def track_seed_run(
@@ -55,9 +70,8 @@ def track_seed_run(
     manifest: dict[str, Any],
 ) -> bytes | None:
     """Log a finished (or failed) seed run to its MLflow run and close it. Returns the
-    loss-curve PNG (None when no step ran), for the object store and the Dagster UI."""
-    import matplotlib.pyplot as plt
-
+    loss-curve PNG (None when no step ran), for the object store and the Dagster UI. Every
+    metric goes in one batch and the plot is drawn once: this runs once per checkpoint."""
     mlflow.log_dataset(
         run_id,
         manifest["name"],
@@ -65,24 +79,21 @@ def track_seed_run(
         manifest["uri"],
         {"rows": manifest["rows"], "episodes": manifest["episodes"], "sha256": manifest["sha256"]},
     )
-    mlflow.log_series(run_id, {f"train/{k}": v for k, v in history.metrics.items()})
+    series = {f"train/{k}": v for k, v in history.metrics.items()}
     for phase in ("before", "after"):
         values = record.get(phase) or {}
-        mlflow.log_metrics(run_id, {f"held_out_{phase}/{k}": v for k, v in values.items()})
+        series |= {f"held_out_{phase}/{k}": [v] for k, v in values.items() if v is not None}
     summary = {
         "drop": record.get("drop"),
         "samples_per_second": record.get("samples_per_second"),
         **{k: v for k, v in (record.get("timings") or {}).items()},
     }
-    mlflow.log_metrics(run_id, {k: v for k, v in summary.items() if _finite(v)})
+    series |= {k: [v] for k, v in summary.items() if _finite(v)}
+    mlflow.log_series(run_id, series)
     png = None
     if history.steps:
-        figure = loss_curve_figure(history, record.get("gate_metric"))
-        mlflow.log_figure(run_id, figure, "loss_curve.png")
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        plt.close(figure)
-        png = buffer.getvalue()
+        png = loss_curve_png(history, record.get("gate_metric"))
+        mlflow.log_bytes(run_id, png, "loss_curve.png")
     mlflow.log_dict(run_id, record, "seed_run.json")
     mlflow.end_run(run_id, ok=record["status"] == "ok")
     return png

@@ -17,6 +17,7 @@ import worldflux
 from assets.partitions import BUNDLED_DATASETS, FAMILIES, SEEDS
 from assets.resources import LocalObjectStoreResource
 from orchestration.definitions import defs
+from orchestration.jobs import KIND_TAG
 from release.datasets import read_registration
 from worldflux.core.registry import get_family
 
@@ -63,7 +64,10 @@ def snapshot() -> dict[str, Any]:
             "kinds": sorted(node.kinds) if hasattr(node, "kinds") else [],
         }
     jobs = {
-        job.name: sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
+        job.name: {
+            "assets": sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys),
+            "kind": job.tags.get(KIND_TAG),  # the run queue's limits apply per kind
+        }
         for job in defs.resolve_all_job_defs()
         if not job.name.startswith("__")
     }

@@ -23,11 +23,12 @@ from unittest import mock
 import dagster as dg
 import pytest
 
-from assets.gate_report import check_name
+from assets.gate_report import ALL_GATES, check_name
 from assets.partitions import SEEDS, checkpoint_key
 from orchestration import cli
 from orchestration import operations as ops
 from orchestration.sensors import gate_report_requests
+from quality.evaluate import gate_names
 from release.lineage import checkpoint_prefix
 from release.mlflow import MAX_POINTS
 from tests.integration.ports import free_port
@@ -45,7 +46,7 @@ FAILING_GATE = "common.seed_success_rate"  # diffusion at 100 steps: no held-out
 class Lineage:
     evaluations: dict[str, ops.Outcome]
     sensor_waiting: list[str]
-    sensor_before: list[str]
+    sensor_before: list[dg.RunRequest]
     sensor_after: list[str]
     released: ops.Outcome
     blocked: ops.Outcome
@@ -64,7 +65,7 @@ def lineage(platform: Platform) -> Lineage:
     for family in (HEALTHY, FAILING):
         outcome = ops.repeat(defs, instance, family)
         assert outcome.success, outcome.message
-    sensor_before = [r.partition_key for r in gate_report_requests(instance)]
+    sensor_before = gate_report_requests(instance)
     evaluations = {f: ops.evaluate(defs, instance, f) for f in (HEALTHY, FAILING)}
     sensor_after = [r.partition_key for r in gate_report_requests(instance)]
     released = ops.release(
@@ -89,8 +90,20 @@ def _materializations(instance: dg.DagsterInstance, asset: str, partition: str) 
 
 def test_gate_report_follows_when_all_seeds_landed(lineage: Lineage) -> None:
     assert not {HEALTHY, FAILING} & set(lineage.sensor_waiting)  # the re-runs had not landed
-    assert {HEALTHY, FAILING} <= set(lineage.sensor_before)
+    assert {HEALTHY, FAILING} <= {r.partition_key for r in lineage.sensor_before}
     assert not {HEALTHY, FAILING} & set(lineage.sensor_after)
+
+
+def test_a_gate_report_run_checks_its_familys_gates_only(lineage: Lineage) -> None:
+    for family in (HEALTHY, FAILING):
+        own = {check_name(g) for g in gate_names(family)}
+        evaluated = {
+            e.check_name for e in lineage.evaluations[family].result.get_asset_check_evaluations()
+        }
+        assert evaluated == own
+        request = next(r for r in lineage.sensor_before if r.partition_key == family)
+        assert {k.name for k in request.asset_check_keys or []} == own
+    assert set(ALL_GATES) - set(gate_names(HEALTHY))  # the union has checks that are not its own
 
 
 def test_healthy_family_is_released_with_provenance(platform: Platform, lineage: Lineage) -> None:
