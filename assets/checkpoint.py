@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.metadata import number, table
 from assets.partitions import checkpoint_partitions, dataset_of
-from assets.resources import MlflowResource, ObjectStoreResource
+from assets.resources import MlflowResource, ObjectStoreResource, TorchResource
 from quality.policy import load_policy
 from quality.seed_run import SeedRunSpec, run_seed
 from release.datasets import read_dataset
@@ -44,6 +44,7 @@ def checkpoint(
     config: TrainConfig,
     object_store: ObjectStoreResource,
     mlflow: MlflowResource,
+    compute: TorchResource,  # sets the run's torch threads before the asset starts
 ) -> dg.MaterializeResult:
     key = context.partition_key
     assert isinstance(key, dg.MultiPartitionKey), f"not a family x seed key: {key!r}"

@@ -10,7 +10,12 @@ import dagster as dg
 
 from assets.metadata import number, table
 from assets.partitions import FAMILIES, SEEDS, dataset_of, family_partitions
-from assets.resources import LedgerResource, MlflowResource, ObjectStoreResource
+from assets.resources import (
+    LedgerResource,
+    MlflowResource,
+    ObjectStoreResource,
+    TorchResource,
+)
 from quality.evaluate import build_report, evaluate_gates, gate_names, verdict
 from quality.gates.result import GateResult
 from quality.policy import Policy, load_policy
@@ -139,6 +144,7 @@ def gate_report(
     object_store: ObjectStoreResource,
     ledger: LedgerResource,
     mlflow: MlflowResource,
+    compute: TorchResource,  # sets the run's torch threads before the asset starts
 ) -> Iterator[dg.MaterializeResult]:
     family = context.partition_key
     policy = load_policy(family)

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 
 from assets.partitions import SEEDS, dataset_of, family_partitions
-from assets.resources import ObjectStoreResource
+from assets.resources import ObjectStoreResource, TorchResource
 from quality.policy import load_policy
 from quality.sweep import repeat_runs
 from release.datasets import read_dataset
@@ -25,7 +25,9 @@ from release.lineage import publish_repeats
     ),
 )
 def repeatability_runs(
-    context: dg.AssetExecutionContext, object_store: ObjectStoreResource
+    context: dg.AssetExecutionContext,
+    object_store: ObjectStoreResource,
+    compute: TorchResource,  # sets the run's torch threads before the asset starts
 ) -> dg.MaterializeResult:
     family = context.partition_key
     policy = load_policy(family)

@@ -97,3 +97,17 @@ class ReleaseManagersResource(dg.ConfigurableResource):
     """Who may promote, roll back or reconcile (settings: ``WORLDFLUX_RELEASE_MANAGERS``)."""
 
     managers: list[str]
+
+
+class TorchResource(dg.ConfigurableResource):
+    """Torch's CPU threads for a run's computation (settings: ``WORLDFLUX_TORCH_THREADS``).
+    Runs share the cores: the run queue (dagster.yaml) bounds how many run at once, and one
+    thread each keeps them from oversubscribing the cores; for this project's small models one
+    thread is also the fastest (measured: docs/orchestration.md)."""
+
+    threads: int = 1
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)

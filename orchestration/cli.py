@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -428,12 +429,24 @@ def lineage_tasks(
     return tasks
 
 
-def run_lineage(tasks: Sequence[Any], workers: int) -> tuple[Any, Any, Any, list[Any], float]:
-    """Run ``tasks`` on the run queue with ``workers`` warm processes (fewer when the
-    instance's run queue allows fewer runs at once); stop starting new runs after a data set,
-    training or re-run failure (a failing gate report is an answer). Returns the platform,
-    what finished, and the start-up seconds."""
-    from orchestration.runqueue import OPERATIONS, Limits, RunQueue, kind_of
+@dataclass(frozen=True)
+class LineageRun:
+    settings: Any
+    defs: Any
+    finished: list[Any]  # runqueue.Done, in finishing order
+    startup: float  # seconds until every worker was ready
+    runs: float  # seconds from the first run's start to the last one's end
+
+    @property
+    def faults(self) -> list[Any]:
+        return [d for d in self.finished if d.ran and not d.answered]
+
+
+def run_lineage(tasks: Sequence[Any], workers: int) -> LineageRun:
+    """Run ``tasks`` on the run queue with ``workers`` warm processes (fewer run at once when
+    the instance's run queue allows fewer); stop starting new runs after a fault (a blocked
+    gate report or a refused release is an answer, not a fault)."""
+    from orchestration.runqueue import OPERATIONS, Limits, RunQueue, kind_of, open_tracking
     from orchestration.sensors import gate_report_requests
 
     started = time.perf_counter()
@@ -447,7 +460,7 @@ def run_lineage(tasks: Sequence[Any], workers: int) -> tuple[Any, Any, Any, list
                 f"{settings.dagster_home / 'dagster.yaml'} allows {limits.max_runs} runs at "
                 "once[/yellow]"
             )
-        defs.resources["mlflow"].open().experiment_id()  # create the store once, not racing
+        open_tracking(defs, settings.home)
         kinds = {op: kind_of(defs, op) for op in OPERATIONS}
 
         def ready(task: Any) -> str:
@@ -482,7 +495,8 @@ def run_lineage(tasks: Sequence[Any], workers: int) -> tuple[Any, Any, Any, list
             run_queue.wait_ready()
             startup = time.perf_counter() - started
             finished = run_queue.run(tasks, limits, kinds, ready, on_start, on_done)
-    return settings, defs, instance, finished, startup
+            runs = time.perf_counter() - started - startup
+    return LineageRun(settings, defs, finished, startup, runs)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -499,19 +513,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{args.workers} worker(s)"
     )
     tasks = lineage_tasks(families, steps, SEEDS, release=True)
-    settings, defs, _, finished, startup = run_lineage(tasks, args.workers)
-    if any(d.ran and not d.answered for d in finished):
+    lineage = run_lineage(tasks, args.workers)
+    if lineage.faults:
         return 1
-    print_status(defs, families)
-    for done in finished:
+    print_status(lineage.defs, families)
+    for done in lineage.finished:
         if done.label.startswith("release") and not done.success:
             console.print(f"[yellow]{done.label} not done[/yellow]: {escape(done.message)}")
-    _print_timing(defs, families, SEEDS, time.perf_counter() - started, startup, finished)
+    _print_timing(lineage, families, SEEDS, time.perf_counter() - started)
     console.print(
         "\nWhere to look:\n"
         "  python -m orchestration ui      Dagster UI (lineage, checks, runs) and MLflow UI\n"
         "  python -m orchestration status  the table above, any time\n"
-        + "".join(f"  {k:<17} {v}\n" for k, v in settings.describe().items())
+        + "".join(f"  {k:<17} {v}\n" for k, v in lineage.settings.describe().items())
     )
     return 0
 
@@ -531,16 +545,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{args.steps or 'policy'} steps, {args.workers} worker(s)"
     )
     tasks = lineage_tasks(families, steps, SEEDS, release=False)
-    _, defs, _, finished, startup = run_lineage(tasks, args.workers)
-    reports = [d for d in finished if d.label.startswith("gate report")]
-    for done in reports:
-        verdict = "[green]PASS[/green]" if done.success else "[red]BLOCKED[/red]"
-        why = "" if done.success else f": {escape(done.message)}"
-        console.print(
-            f"{done.label}: {verdict}{why}" if done.ran else f"{done.label}: not run{why}"
-        )
-    _print_timing(defs, families, SEEDS, time.perf_counter() - started, startup, finished)
-    return 1 if any(d.ran and not d.answered for d in finished) else 0
+    lineage = run_lineage(tasks, args.workers)
+    for done in lineage.finished:
+        if done.label.startswith("gate report"):
+            verdict = "[green]PASS[/green]" if done.success else "[red]BLOCKED[/red]"
+            if not done.ran:
+                verdict = "not run"
+            why = "" if done.success else f": {escape(done.message)}"
+            console.print(f"{done.label}: {verdict}{why}")
+    _print_timing(lineage, families, SEEDS, time.perf_counter() - started)
+    return 1 if lineage.faults else 0
 
 
 def _progress() -> Any:
@@ -555,20 +569,14 @@ def _progress() -> Any:
     )
 
 
-def _print_timing(
-    defs: Any,
-    families: list[str],
-    seeds: list[int],
-    wall: float,
-    startup: float,
-    finished: Sequence[Any],
-) -> None:
+def _print_timing(lineage: LineageRun, families: list[str], seeds: list[int], wall: float) -> None:
     """Where the wall time went. ``work``: what the assets timed as their own work (seed runs
-    with evaluation and probes, the expectation suite, gate evaluation with its re-runs); the
-    rest of a run's time (Dagster bookkeeping, MLflow logging, object store, ledger) is
-    orchestration overhead. With several workers, run time adds up across workers."""
+    with evaluation and probes, the expectation suite, gate evaluation with its re-runs, a
+    promotion); the rest of a run's time (Dagster bookkeeping, MLflow logging, object store,
+    ledger) is orchestration overhead. With several workers, run time adds up across workers."""
     from release.lineage import read_checkpoint_records
 
+    defs = lineage.defs
     store = defs.resources["object_store"].open()
     train = 0.0
     with defs.resources["ledger"].open() as ledger:
@@ -577,17 +585,17 @@ def _print_timing(
             repeats = report.report["repeatability_runs"] if report else []
             for r in [*read_checkpoint_records(store, family, seeds), *repeats]:
                 train += r["timings"]["train_seconds"]
-    ran = [d for d in finished if d.ran]
+    ran = [d for d in lineage.finished if d.ran]
     runs = sum(d.seconds for d in ran)
     work = sum(d.work_seconds for d in ran)
     overhead = runs - work
     workers = len({d.worker for d in ran})
     console.print(
-        f"Timing: wall {wall:.1f} s = start-up {startup:.1f} s (workers' imports, instance) + "
-        f"{wall - startup:.1f} s of {len(ran)} Dagster runs on {workers} worker(s), "
-        f"{runs:.1f} s of run time in all. In the runs: work {work:.1f} s (training loops alone "
-        f"{train:.1f} s), orchestration overhead {overhead:.1f} s = "
-        f"{overhead / max(runs, 1e-9):.1%} of run time."
+        f"Timing: wall {wall:.1f} s = start-up {lineage.startup:.1f} s (workers' imports, "
+        f"instance) + {lineage.runs:.1f} s of {len(ran)} Dagster runs on {workers} worker(s) + "
+        f"{wall - lineage.startup - lineage.runs:.1f} s reporting. Run time {runs:.1f} s in all: "
+        f"work {work:.1f} s (training loops alone {train:.1f} s), orchestration overhead "
+        f"{overhead:.1f} s = {overhead / max(runs, 1e-9):.1%} of run time."
     )
     per_job: dict[str, list[float]] = {}
     for done in ran:
@@ -610,8 +618,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 WORKERS_HELP = (
-    "runs at once, each in a warm worker process with one torch thread (default 1; at most "
-    "what the run queue in dagster.yaml allows)"
+    "runs at once, each in a warm worker process (default 1; at most what the run queue in "
+    "dagster.yaml allows); every run uses WORLDFLUX_TORCH_THREADS torch threads (default 1)"
 )
 
 

@@ -15,12 +15,14 @@ family landed after its last report, exactly what starts one under the daemon.
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing as mp
 import os
 import queue
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -106,24 +108,21 @@ def kind_of(defs: dg.Definitions, operation: str) -> str:
     return str(defs.resolve_job_def(OPERATIONS[operation]).tags.get(KIND_TAG, ""))
 
 
-def _worker(inbox: Any, outbox: Any, threads: int) -> None:
+def _worker(inbox: Any, outbox: Any) -> None:
     """A worker process: the platform as the environment describes it, imports paid once,
     then one run per task until told to stop (``None``)."""
     import warnings
-
-    import torch
 
     from orchestration import operations
     from orchestration.cli import prepare_environment
     from orchestration.definitions import build_definitions
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    torch.set_num_threads(threads)
     settings = prepare_environment()
     defs = build_definitions(settings)
     # What a run would otherwise pay on first use, paid at start-up like the rest of the
     # worker's imports: MLflow's store (engine, schema check) and the loss curve's renderer.
-    defs.resources["mlflow"].open().experiment_id()  # type: ignore[index]
+    open_tracking(defs, settings.home)
     _draw_nothing()
 
     pid = os.getpid()
@@ -150,6 +149,16 @@ def _worker(inbox: Any, outbox: Any, threads: int) -> None:
             )
 
 
+def open_tracking(defs: dg.Definitions, home: Path) -> None:
+    """Open MLflow's store and the checkpoint experiment, one process at a time: processes that
+    open a fresh SQLite store at once race to create its tables ("table experiments already
+    exists")."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".tracking-init.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        defs.resources["mlflow"].open().experiment_id()  # type: ignore[index]
+
+
 def _draw_nothing() -> None:
     import io
 
@@ -165,9 +174,10 @@ def _draw_nothing() -> None:
 
 class RunQueue:
     """N worker processes (spawned: a fresh interpreter each, nothing inherited from a parent
-    that may hold torch threads or open connections). Use as a context manager."""
+    that may hold torch threads or open connections). Each run sets its torch threads itself
+    (the ``compute`` resource). Use as a context manager."""
 
-    def __init__(self, workers: int, threads: int = 1) -> None:
+    def __init__(self, workers: int) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         context = mp.get_context("spawn")
@@ -175,7 +185,7 @@ class RunQueue:
         self._inboxes: list[Any] = [context.Queue() for _ in range(workers)]
         self._processes = [
             context.Process(
-                target=_worker, args=(inbox, self._outbox, threads), name=f"worldflux-worker-{i}"
+                target=_worker, args=(inbox, self._outbox), name=f"worldflux-worker-{i}"
             )
             for i, inbox in enumerate(self._inboxes)
         ]

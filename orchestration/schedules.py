@@ -73,7 +73,8 @@ def nightly_datasets(
     job=checkpoint_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every night at 02:00 UTC: retrain every family x seed (one run each, queued "
-    "one at a time); each family's gate report follows once all its seeds have landed.",
+    "within dagster.yaml's run limits); each family's gate report follows once all its seeds "
+    "have landed.",
 )
 def nightly_gates(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     return checkpoint_requests(context.scheduled_execution_time.strftime("%Y-%m-%d"))

@@ -19,6 +19,12 @@ folder (``WORLDFLUX_HOME``, default ``./.worldflux``): deleting it resets the sy
 - ``WORLDFLUX_RELEASE_MANAGERS``: comma-separated identities that may promote, roll back and
   reconcile. Unset, the list is ``$WORLDFLUX_HOME/release-managers.txt`` (one identity per line),
   created on first use with the login user alone, so the embedded default is closed to others.
+- ``WORLDFLUX_CELERY_BROKER``: a Celery broker (``redis://host:6379/0``), also the result
+  backend. Set, the code location gains ``checkpoint_celery_job``, whose training steps run on
+  Celery workers, on this machine or others (see ``orchestration/distributed.py`` for the worker
+  command); unset, every step runs in its run's own process.
+- ``WORLDFLUX_TORCH_THREADS``: torch CPU threads per run (default 1: runs share the cores, as
+  many at once as dagster.yaml's run queue allows).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PREFIX = "WORLDFLUX_"
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +48,7 @@ storage:
       env: {PG_VARIABLE}
 """
 MANAGERS_FILE = "release-managers.txt"
+CELERY_BROKER_VARIABLE = f"{PREFIX}CELERY_BROKER"
 
 
 class SettingsError(ValueError):
@@ -62,6 +70,8 @@ class Settings:
     mongodb_database: str
     release_managers_list: str | None = None  # WORLDFLUX_RELEASE_MANAGERS as given
     dagster_pg_url: str | None = None
+    celery_broker: str | None = None
+    torch_threads: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +87,18 @@ class Settings:
                 "the bucket too, or unset the endpoint to keep objects under "
                 f"{home / 'objects'}"
             )
+        broker = env.get(CELERY_BROKER_VARIABLE) or None
+        if broker and "://" not in broker:
+            raise SettingsError(
+                f"{CELERY_BROKER_VARIABLE} is {broker!r}, not a broker URL: give one such as "
+                "redis://127.0.0.1:6379/0, or unset it to run every step in its run's process"
+            )
+        threads = env.get(f"{PREFIX}TORCH_THREADS") or "1"
+        if not threads.isdigit() or int(threads) < 1:
+            raise SettingsError(
+                f"{PREFIX}TORCH_THREADS is {threads!r}: give a positive number of torch CPU "
+                "threads per run (default 1), or unset it"
+            )
         return cls(
             home=home,
             dagster_home=dagster_home,
@@ -91,6 +113,8 @@ class Settings:
             mongodb_database=env.get(f"{PREFIX}MONGODB_DATABASE") or "worldflux",
             release_managers_list=env.get(f"{PREFIX}RELEASE_MANAGERS"),
             dagster_pg_url=env.get(PG_VARIABLE) or None,
+            celery_broker=broker,
+            torch_threads=int(threads),
         )
 
     def instance_yaml(self) -> str:
@@ -155,7 +179,7 @@ class Settings:
             if self.release_managers_list is not None
             else str(self.home / MANAGERS_FILE)
         )
-        return {
+        described = {
             "dagster instance": str(self.dagster_home)
             + (" (PostgreSQL storage: DAGSTER_PG_URL)" if self.dagster_pg_url else ""),
             "mlflow tracking": self.mlflow_tracking_uri,
@@ -167,6 +191,14 @@ class Settings:
             ),
             "release managers": managers,
         }
+        if self.celery_broker:
+            # Without the user part and the query: a broker URL carries its password there.
+            parts = urlsplit(self.celery_broker)
+            host = parts.netloc.rpartition("@")[2]
+            described["celery broker"] = (
+                f"{parts.scheme}://{host}{parts.path} (checkpoint_celery_job)"
+            )
+        return described
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
@@ -182,6 +214,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         ReleaseManagersResource,
         S3ObjectStoreResource,
         SqliteLedgerResource,
+        TorchResource,
     )
 
     object_store: ObjectStoreResource
@@ -208,4 +241,5 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "ledger": ledger,
         "mlflow": mlflow,
         "release_managers": ReleaseManagersResource(managers=settings.release_managers()),
+        "compute": TorchResource(threads=settings.torch_threads),
     }
