@@ -5,6 +5,7 @@ import socket
 from pathlib import Path
 
 import dagster as dg
+import torch
 
 from assets.metadata import number, table
 from assets.partitions import checkpoint_partitions, dataset_of
@@ -96,6 +97,7 @@ def checkpoint(
             "dataset_digest": manifest["digest"],
             # Which process trained it (a run queue or Celery worker; the run's own otherwise).
             "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "torch_threads": torch.get_num_threads(),  # the compute resource's, for timings
             "work_seconds": record["timings"]["total_seconds"],
             "loss_curve": dg.MetadataValue.path(curve),
             "held_out": table(held_out),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 from release.ledger import Ledger
 from release.ledger_mongo import MongoLedger
@@ -106,8 +107,16 @@ class TorchResource(dg.ConfigurableResource):
     thread is also the fastest (measured: docs/orchestration.md)."""
 
     threads: int = 1
+    _before: int = PrivateAttr(default=0)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         import torch
 
+        self._before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # A run executed in process (CLI, tests) hands the process back as it found it.
+        import torch
+
+        torch.set_num_threads(self._before)

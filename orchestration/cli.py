@@ -455,10 +455,12 @@ def run_lineage(tasks: Sequence[Any], workers: int) -> LineageRun:
         settings, defs, instance = _platform()
         limits = Limits.of(instance)
         if 0 <= limits.max_runs < workers:
+            config = settings.dagster_home / "dagster.yaml"
             console.print(
-                f"[yellow]{workers} workers asked; the run queue in "
-                f"{settings.dagster_home / 'dagster.yaml'} allows {limits.max_runs} runs at "
-                "once[/yellow]"
+                f"[yellow]{workers} workers asked; the run queue in {escape(str(config))} allows "
+                f"{limits.max_runs} run(s) at once[/yellow]: raise "
+                "concurrency.runs.max_concurrent_runs there (or delete the file to get the "
+                "project's dagster.yaml again)"
             )
         open_tracking(defs, settings.home)
         kinds = {op: kind_of(defs, op) for op in OPERATIONS}

@@ -64,7 +64,6 @@ class Done:
     seconds: float  # the run, as the worker timed it
     work_seconds: float  # what the run's assets timed as their own work
     worker: int  # the worker process's pid (0: never ran)
-    started: float  # time.time() when the worker started the run
     ran: bool = True  # False: not run (the sensor did not agree)
 
     @property
@@ -101,7 +100,7 @@ class Limits:
 
 
 def _not_run(task: Task, why: str) -> Done:
-    return Done(task.label, OPERATIONS[task.operation], False, "", why, 0.0, 0.0, 0, 0.0, False)
+    return Done(task.label, OPERATIONS[task.operation], False, "", why, 0.0, 0.0, 0, ran=False)
 
 
 def kind_of(defs: dg.Definitions, operation: str) -> str:
@@ -129,24 +128,31 @@ def _worker(inbox: Any, outbox: Any) -> None:
     with dg.DagsterInstance.get() as instance:
         outbox.put(("ready", pid))
         for task in iter(inbox.get, None):
-            started, t0 = time.time(), time.perf_counter()
+            t0 = time.perf_counter()
             try:
                 outcome = getattr(operations, task.operation)(
                     defs, instance, **task.kwargs, quiet=True
                 )
             except Exception as err:  # our code broke outside the run; the run records its own
-                job, success, run_id, message, work = OPERATIONS[task.operation], False, "", "", 0.0
-                message = f"{type(err).__name__}: {err}"
-            else:
-                job, success, run_id = outcome.job, outcome.success, outcome.run_id
-                message, work = outcome.message, outcome.work_seconds()
-            seconds = time.perf_counter() - t0
-            outbox.put(
-                (
-                    "done",
-                    Done(task.label, job, success, run_id, message, seconds, work, pid, started),
+                why = f"{type(err).__name__}: {err}"
+                seconds = time.perf_counter() - t0
+                done = Done(
+                    task.label, OPERATIONS[task.operation], False, "", why, seconds, 0.0, pid
                 )
-            )
+            else:
+                seconds = time.perf_counter() - t0
+                job, work = outcome.job, outcome.work_seconds()
+                done = Done(
+                    task.label,
+                    job,
+                    outcome.success,
+                    outcome.run_id,
+                    outcome.message,
+                    seconds,
+                    work,
+                    pid,
+                )
+            outbox.put(("done", done))
 
 
 def open_tracking(defs: dg.Definitions, home: Path) -> None:

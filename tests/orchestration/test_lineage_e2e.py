@@ -22,6 +22,7 @@ from unittest import mock
 
 import dagster as dg
 import pytest
+import torch
 
 from assets.gate_report import ALL_GATES, check_name
 from assets.partitions import SEEDS, checkpoint_key
@@ -32,7 +33,7 @@ from quality.evaluate import gate_names
 from release.lineage import checkpoint_prefix
 from release.mlflow import MAX_POINTS
 from tests.integration.ports import free_port
-from tests.orchestration.conftest import Platform
+from tests.orchestration.conftest import Platform, make_platform
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTHY, FAILING = "tdmpc2", "diffusion"
@@ -248,6 +249,17 @@ def test_the_stored_weights_were_reloaded_and_re_measured(lineage: Lineage) -> N
     ]
     gates = {r.data["gate"]: r.data for r in report["gates"].records}  # type: ignore[attr-defined]
     assert gates["reproducibility.stored_weights"]["status"] == "pass"
+
+
+def test_a_run_sets_its_torch_threads_and_hands_them_back(tmp_path: Path) -> None:
+    for fresh in make_platform(tmp_path):  # its own: this run replaces a checkpoint
+        assert ops.materialize_dataset(fresh.defs, fresh.instance, "pendulum", quiet=True).success
+        before = torch.get_num_threads()
+        outcome = ops.train(fresh.defs, fresh.instance, HEALTHY, SEEDS[0], steps=5, quiet=True)
+        assert outcome.success, outcome.message
+        (event,) = outcome.result.get_asset_materialization_events()
+        assert event.materialization.metadata["torch_threads"].value == 1  # the default
+        assert torch.get_num_threads() == before
 
 
 def test_checkpoint_run_is_tracked_in_mlflow(platform: Platform, lineage: Lineage) -> None:
