@@ -41,9 +41,10 @@ def check_name(gate: str) -> str:
 
 # Checks are declared per asset, not per partition: the union of every family's gates, from the
 # gate registry (quality/gates/registry.py) through each family's policy. A family's runs
-# select its own gates' checks (``family_checks``): every check is two events in the instance,
-# which made a third of a gate report's run time. When a run selects a check that is not one of
-# the family's gates (materialized from the UI with everything), it passes as not_applicable.
+# select its own gates' checks (``family_checks``): every check is three events in the
+# instance (planned, output, evaluation), the largest part of a gate report's bookkeeping. When
+# a run selects a check that is not one of the family's gates (materialized from the UI with
+# everything), it passes as not_applicable.
 ALL_GATES = list(dict.fromkeys(g for family in FAMILIES for g in gate_names(family)))
 GATE_REPORT = dg.AssetKey("gate_report")
 

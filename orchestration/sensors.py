@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.gate_report import family_checks
+from assets.gate_report import GATE_REPORT, family_checks
 from assets.partitions import FAMILIES, SEEDS, checkpoint_key
 from orchestration.jobs import gate_report_job
 
 CHECKPOINT = dg.AssetKey("checkpoint")
 REPEATS = dg.AssetKey("repeatability_runs")
-GATE_REPORT = dg.AssetKey("gate_report")
 
 
 def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> int:
