@@ -721,6 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     args = build_parser().parse_args(argv)
+    from orchestration.runqueue import RunQueueError
     from orchestration.settings import SettingsError
     from release.ledger import LedgerError
     from release.mlflow import MlflowError
@@ -733,6 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (LedgerError, MlflowError, ObjectStoreError) as err:  # a service is down or refuses
         console.print(f"[red]{type(err).__name__}[/red]: {escape(str(err))}")
+        return 1
+    except RunQueueError as err:  # a worker process could not start or died
+        console.print(f"[red]run queue[/red]: {escape(str(err))}")
         return 1
 
 

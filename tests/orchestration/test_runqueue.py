@@ -1,7 +1,8 @@
 """The CLI's run queue for real: worker processes spawned, runs on the instance, the limits of
-the project's dagster.yaml, the sensor's order, and a fault that stops new runs."""
+the project's dagster.yaml, the sensor's order, a fault that stops new runs, a dead worker."""
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from assets.partitions import SEEDS
 from orchestration import cli
 from orchestration.jobs import KIND_TAG
-from orchestration.runqueue import Limits, RunQueue, Task
+from orchestration.runqueue import Limits, RunQueue, RunQueueError, Task
 from tests.orchestration.conftest import Platform, make_platform
 
 FAMILY = "tdmpc2"
@@ -78,7 +79,7 @@ def test_the_gate_report_started_after_every_seed_and_re_run_ended(swept: Platfo
     assert all(_span(swept, r)[1] <= report_start for r in training)
 
 
-def test_a_fault_stops_new_runs_and_names_what_broke(tmp_path: Path) -> None:
+def test_a_fault_stops_new_runs_and_a_dead_worker_is_named(tmp_path: Path) -> None:
     for platform in make_platform(tmp_path):
         limits = Limits.of(platform.instance)
         kinds = {"train": "training", "repeat": "training"}
@@ -87,13 +88,21 @@ def test_a_fault_stops_new_runs_and_names_what_broke(tmp_path: Path) -> None:
             Task("after it", "repeat", {"family": FAMILY}, after=("bad seed",)),
         ]
         with RunQueue(1) as run_queue:
-            finished = run_queue.run(tasks, limits, kinds, lambda task: "", on_done=_answered)
+            finished = run_queue.run(tasks, limits, kinds, _any, on_done=_answered)
+            # A worker that dies (killed, out of memory) is named, not waited for forever.
+            os.kill(run_queue.pids[0], signal.SIGKILL)
+            with pytest.raises(RunQueueError, match=r"exited with code -9"):
+                run_queue.run([Task("next", "repeat", {"family": FAMILY})], limits, kinds, _any)
         assert [d.label for d in finished] == ["bad seed"]  # "after it" never started
         (bad,) = finished
         assert not bad.success
         assert not bad.answered
         assert "99" in bad.message
         assert not list(platform.instance.get_runs())
+
+
+def _any(task: Task) -> str:
+    return ""
 
 
 def _answered(done: object) -> bool:
