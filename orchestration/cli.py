@@ -439,7 +439,7 @@ class LineageRun:
 
     @property
     def faults(self) -> list[Any]:
-        return [d for d in self.finished if d.ran and not d.answered]
+        return [d for d in self.finished if d.fault]
 
 
 def run_lineage(tasks: Sequence[Any], workers: int) -> LineageRun:
@@ -486,7 +486,7 @@ def run_lineage(tasks: Sequence[Any], workers: int) -> LineageRun:
                 if done.label in running:
                     running.remove(done.label)
                 progress.update(bar, description=" | ".join(running), advance=1)
-                if done.ran and not done.answered:
+                if done.fault:
                     failures.append(done)
                     progress.console.print(
                         f"[red]{escape(done.label)} failed[/red] (run {done.run_id or '-'}): "
@@ -520,7 +520,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     print_status(lineage.defs, families)
     for done in lineage.finished:
-        if done.label.startswith("release") and not done.success:
+        if done.job == "release_job" and not done.success:
             console.print(f"[yellow]{done.label} not done[/yellow]: {escape(done.message)}")
     _print_timing(lineage, families, SEEDS, time.perf_counter() - started)
     console.print(
@@ -549,7 +549,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     tasks = lineage_tasks(families, steps, SEEDS, release=False)
     lineage = run_lineage(tasks, args.workers)
     for done in lineage.finished:
-        if done.label.startswith("gate report"):
+        if done.job == "gate_report_job":
             verdict = "[green]PASS[/green]" if done.success else "[red]BLOCKED[/red]"
             if not done.ran:
                 verdict = "not run"

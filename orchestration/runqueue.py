@@ -72,6 +72,11 @@ class Done:
         any other failure, or a failure outside a Dagster run, is a fault."""
         return self.success or (bool(self.run_id) and self.job in ANSWERING_JOBS)
 
+    @property
+    def fault(self) -> bool:
+        """Ran and gave no answer: what stops the queue from starting new runs."""
+        return self.ran and not self.answered
+
 
 @dataclass(frozen=True)
 class Limits:
