@@ -125,9 +125,10 @@ def _worker(inbox: Any, outbox: Any) -> None:
     settings = prepare_environment()
     defs = build_definitions(settings)
     # What a run would otherwise pay on first use, paid at start-up like the rest of the
-    # worker's imports: MLflow's store (engine, schema check) and the loss curve's renderer.
+    # worker's imports: MLflow's store (engine, schema check) and the loss curve's renderer
+    # (matplotlib's first figure with text loads the fonts: ~0.7 s).
     open_tracking(defs, settings.home)
-    _draw_nothing()
+    _draw_a_loss_curve()
 
     pid = os.getpid()
     with dg.DagsterInstance.get() as instance:
@@ -170,17 +171,13 @@ def open_tracking(defs: dg.Definitions, home: Path) -> None:
         defs.resources["mlflow"].open().experiment_id()  # type: ignore[index]
 
 
-def _draw_nothing() -> None:
-    import io
+def _draw_a_loss_curve() -> None:
+    from release.tracking import loss_curve_png
+    from worldflux.training.callbacks import History
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure = plt.figure()
-    figure.savefig(io.BytesIO(), format="png")
-    plt.close(figure)
+    history = History()
+    history.steps, history.metrics = [1, 2], {"loss": [1.0, 0.5]}
+    loss_curve_png(history, None)
 
 
 class RunQueue:

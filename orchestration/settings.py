@@ -30,6 +30,7 @@ folder (``WORLDFLUX_HOME``, default ``./.worldflux``): deleting it resets the sy
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,20 @@ storage:
   postgres:
     postgres_url:
       env: {PG_VARIABLE}
+"""
+# Otherwise: Dagster's default SQLite layout under DAGSTER_HOME, by absolute path (the file is
+# written for one home; a relative path would follow the working directory).
+_SQLITE_STORAGE = """
+run_storage:
+  module: orchestration.sqlite_storage
+  class: PooledSqliteRunStorage
+  config:
+    base_dir: {runs}
+event_log_storage:
+  module: orchestration.sqlite_storage
+  class: PooledSqliteEventLogStorage
+  config:
+    base_dir: {events}
 """
 MANAGERS_FILE = "release-managers.txt"
 CELERY_BROKER_VARIABLE = f"{PREFIX}CELERY_BROKER"
@@ -119,9 +134,15 @@ class Settings:
 
     def instance_yaml(self) -> str:
         """The Dagster instance's dagster.yaml: the project's, plus PostgreSQL storage when
-        ``DAGSTER_PG_URL`` is set."""
+        ``DAGSTER_PG_URL`` is set, else Dagster's SQLite files in ``DAGSTER_HOME`` written
+        through connections kept open (orchestration/sqlite_storage.py)."""
         text = (REPO / "dagster.yaml").read_text()
-        return text + _PG_STORAGE if self.dagster_pg_url else text
+        if self.dagster_pg_url:
+            return text + _PG_STORAGE
+        history = (self.dagster_home / "history").resolve()
+        return text + _SQLITE_STORAGE.format(
+            runs=json.dumps(str(history)), events=json.dumps(str(history / "runs"))
+        )
 
     def write_instance_yaml(self) -> None:
         """Give ``DAGSTER_HOME`` its dagster.yaml when it has none; an existing one is kept,
