@@ -7,7 +7,8 @@ folder (``WORLDFLUX_HOME``, default ``./.worldflux``): deleting it resets the sy
 
 - ``WORLDFLUX_HOME``: the root of embedded state (default ``./.worldflux``).
 - ``DAGSTER_HOME``: default ``$WORLDFLUX_HOME/dagster``; its dagster.yaml (written by the CLI
-  when missing) keeps runs, events and schedules in SQLite there, or in PostgreSQL when
+  when missing) keeps runs, events and schedules in SQLite there (run and event storage with
+  their connections kept open, orchestration/sqlite_storage.py), or in PostgreSQL when
   ``DAGSTER_PG_URL`` is set (``postgresql://user:password@host:5432/dagster``).
 - ``MLFLOW_TRACKING_URI``: default ``sqlite:///$WORLDFLUX_HOME/mlflow.db`` with artifacts under
   ``$WORLDFLUX_HOME/mlflow-artifacts``; production ``http://mlflow-server:5000``, or a database
