@@ -35,7 +35,7 @@ from worldflux.data import TrajectoryDataset
 
 
 def check_name(gate: str) -> str:
-    """Dagster check names allow [A-Za-z0-9_]: ``prediction.psnr`` -> ``prediction__psnr``."""
+    """Dagster check names allow [A-Za-z0-9_]: ``prediction.psnr_1`` -> ``prediction__psnr_1``."""
     return gate.replace(".", "__")
 
 

@@ -29,7 +29,6 @@ action-conditioned model that uses its actions gets worse).
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from quality import frames
 from worldflux import Capability, WorldModel
 from worldflux.core.types import Batch, State
 from worldflux.data import TrajectoryDataset
@@ -259,10 +259,6 @@ class _Scale:
         self.total_var = float(var.sum())
         self.peak = float(flat.max() - flat.min())
 
-    def psnr(self, predicted: Tensor, truth: Tensor) -> float:
-        mse = float(((predicted.double() - truth.double()) ** 2).mean())
-        return 10 * math.log10(max(self.peak, 1e-12) ** 2 / max(mse, 1e-12))
-
     def nmse(self, predicted: Tensor, truth: Tensor) -> float:
         squared = (predicted.double() - truth.double()) ** 2
         if self.pooled:
@@ -324,6 +320,8 @@ def prediction_skill(
         permutation = torch.randperm(batch.batch_size, generator=generator).to(model.device)
         scale = _Scale(train, model.device)
         space, predict = observation_predictor(model, train)
+        # Frames the family itself predicts (decoded, not read out) are also judged as images.
+        frames_shape = train.spec.obs_shape if scale.pooled and space == "decoder" else None
         filtered, imagined = _imagine(model, batch, context, actions)
         _, shuffled = _imagine(model, batch, context, actions[:, permutation])
         linear = fit_linear_dynamics(train).to(model.device)
@@ -354,11 +352,18 @@ def prediction_skill(
             figures["skill"] = 1.0 - figures["model"] / max(figures[baseline], 1e-12)
             spread = float(predicted.std(0).mean() / truth.std(0).mean().clamp_min(1e-12))
             figures["spread_ratio"] = spread
-            if scale.pooled and space == "decoder":  # frames the family itself predicts
-                figures["psnr"] = scale.psnr(predicted, truth)
+            if frames_shape is not None:
+                figures.update(_frame_figures(predicted, truth, last, frames_shape, scale.peak))
             per_horizon[str(k)] = figures
     finally:
         model.train(was_training)
+        if frames_shape is not None:
+            temporal = {
+                "imagined": frames.rms_change(
+                    torch.stack([predict(filtered), *(predict(state) for state in imagined)])
+                ),
+                "real": frames.rms_change(batch.obs[:, start:].transpose(0, 1)),
+            }
     model_total = sum(f["model"] for f in per_horizon.values())
     baseline_total = sum(f[f["baseline"]] for f in per_horizon.values())
     return {
@@ -370,4 +375,22 @@ def prediction_skill(
         "horizons": per_horizon,
         # Over the whole imagined segment: 1 - total model error / total baseline error.
         "skill": 1.0 - model_total / max(baseline_total, 1e-12),
+        # Frames: the RMS change from each frame to the next, imagined (from the filtered
+        # frame on) and real (the same segments' recorded frames).
+        **({"temporal": temporal} if frames_shape is not None else {}),
+    }
+
+
+def _frame_figures(
+    predicted: Tensor, truth: Tensor, last: Tensor, shape: tuple[int, ...], peak: float
+) -> dict[str, float]:
+    """PSNR and SSIM of the predicted frames and of persistence (the last observed frame),
+    from flat [B, D] rows."""
+    as_frames = [x.reshape(-1, *shape) for x in (predicted, truth, last)]
+    prediction, real, unchanged = as_frames
+    return {
+        "psnr": frames.psnr(prediction, real, peak),
+        "psnr_persistence": frames.psnr(unchanged, real, peak),
+        "ssim": frames.ssim(prediction, real, peak),
+        "ssim_persistence": frames.ssim(unchanged, real, peak),
     }

@@ -117,7 +117,7 @@ def main() -> int:
 
     results = []
     header = (
-        f"{'family':<10} {'preset':<7} {'params':>9} {'best sps':>10} {'median sps':>11} "
+        f"{'family':<17} {'preset':<7} {'params':>9} {'best sps':>10} {'median sps':>11} "
         f"{'step ms':>8} {'sampling':>9} {'peak MB':>8}"
     )
     print(header)
@@ -149,7 +149,7 @@ def main() -> int:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(row)
             print(
-                f"{family:<10} {preset:<7} {row['params']:>9,} "
+                f"{family:<17} {preset:<7} {row['params']:>9,} "
                 f"{row['samples_per_second']:>10,.0f} {row['samples_per_second_median']:>11,.0f} "
                 f"{row['median_step_ms']:>8.1f} "
                 f"{row['sampling_share']:>9.1%} {row['peak_memory_mb']:>8.0f}"

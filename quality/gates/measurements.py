@@ -2,7 +2,8 @@
 and the planner boundary.
 
 Prediction gates judge what a model learned, so they are measured on the seeds that succeeded;
-when none did they are skipped (the success-rate gate already says why). They fail closed: a
+when none did they are skipped (the success-rate gate already says why). The exceptions judge
+what every finished seed outputs: the output spread and the frame gates. They fail closed: a
 probe that raised is a failed gate, never a pass.
 """
 
@@ -106,6 +107,10 @@ def rollout_latency(runs: list[Run], policy: Policy) -> GateResult:
     )
 
 
+def _finished(runs: list[Run]) -> list[Run]:
+    return [r for r in ok_runs(runs) if "skill" in r.get("probes", {})]
+
+
 def _succeeded(runs: list[Run], policy: Policy) -> list[Run]:
     return [r for r in runs if seed_succeeded(r, policy)]
 
@@ -162,7 +167,7 @@ def output_spread(runs: list[Run], policy: Policy) -> GateResult:
     vary across held-out segments about as much as the true ones. A model whose output
     collapsed to a constant has a spread ratio near 0."""
     name, threshold = "prediction.output_spread", policy["min_spread_ratio"]
-    finished = [r for r in ok_runs(runs) if "skill" in r.get("probes", {})]
+    finished = _finished(runs)
     if not finished:
         return skipped(name, "prediction", "no run finished to measure", threshold)
     errors = _probe_errors(finished, "skill")
@@ -185,9 +190,10 @@ def output_spread(runs: list[Run], policy: Policy) -> GateResult:
     )
 
 
-def psnr(runs: list[Run], policy: Policy, obs_shape: tuple[int, ...]) -> GateResult:
-    """PSNR of one-step predicted frames (image observations and an observation decoder)."""
-    name, threshold = "prediction.psnr", policy["psnr_min"]
+def _frames_not_applicable(
+    name: str, runs: list[Run], obs_shape: tuple[int, ...]
+) -> GateResult | None:
+    """Frame gates judge frames the family itself predicts: images, through a decoder."""
     if len(obs_shape) != 3:
         return not_applicable(
             name, "prediction", f"observations are vectors {obs_shape}, not images"
@@ -196,25 +202,140 @@ def psnr(runs: list[Run], policy: Policy, obs_shape: tuple[int, ...]) -> GateRes
     spaces = {p["space"] for p in probed if p.get("space")}
     if spaces and "decoder" not in spaces:  # measured through a read-out, never decoded
         return not_applicable(name, "prediction", "the family has no observation decoder")
-    good = _succeeded(runs, policy)
+    return None
+
+
+# metric -> (policy key of the per-horizon minimum, policy key of the margin over persistence,
+# unit in reasons)
+FRAME_METRICS = {
+    "psnr": ("min_psnr_at", "min_psnr_gain_db", "dB"),
+    "ssim": ("min_ssim_at", "min_ssim_gain", ""),
+}
+
+
+def frame_quality(
+    metric: str, runs: list[Run], policy: Policy, obs_shape: tuple[int, ...]
+) -> list[GateResult]:
+    """Per horizon k of ``min_<metric>_at``: every finished seed's predicted frames k steps
+    ahead reach the minimum and beat persistence (the last observed frame, "nothing changes")
+    by the policy's margin. The value recorded is the worst seed's figure; when only the
+    margin fails, the worst margin and its threshold.
+
+    Judged on every finished seed, not only those that reached skill (as ``output_spread``):
+    frames are what a release manager looks at, and a model that learned nothing must fail
+    here too, not be skipped."""
+    at_key, gain_key, unit = FRAME_METRICS[metric]
+    minimum, gain = policy[at_key], float(policy[gain_key])
+    names = {k: f"prediction.{metric}_{k}" for k in sorted(minimum, key=int)}
+    results = []
+    good = _finished(runs)
+    errors = _probe_errors(good, "skill")
+    for k, name in names.items():
+        threshold = float(minimum[k])
+        absent = _frames_not_applicable(name, runs, obs_shape)
+        if absent is not None:
+            results.append(absent)
+            continue
+        if not good:
+            results.append(skipped(name, "prediction", "no run finished to measure", threshold))
+            continue
+        if errors:
+            results.append(_failed_closed(name, "prediction", threshold, errors))
+            continue
+        unmeasured = [
+            f"seed {r['seed']}: the skill probe measured no {metric} {k} steps ahead"
+            for r in good
+            if metric not in r["probes"]["skill"]["horizons"].get(k, {})
+        ]
+        if unmeasured:  # e.g. the policy names a horizon that skill_horizons lacks
+            results.append(_failed_closed(name, "prediction", threshold, unmeasured))
+            continue
+        per_seed = []
+        for r in good:
+            figures = r["probes"]["skill"]["horizons"][k]
+            value, baseline = figures[metric], figures[f"{metric}_persistence"]
+            per_seed.append(
+                {
+                    "seed": r["seed"],
+                    metric: value,
+                    "persistence": baseline,
+                    "gain": value - baseline,
+                }
+            )
+        worst = min(per_seed, key=lambda p: p[metric])
+        least_gain = min(per_seed, key=lambda p: p["gain"])
+        reached = worst[metric] >= threshold
+        beats = least_gain["gain"] >= gain
+        reason = (
+            f"worst {k}-step {metric.upper()} {worst[metric]:.4g}{unit} (seed {worst['seed']}; "
+            f"minimum {threshold:.4g}); smallest gain over persistence {least_gain['gain']:+.4g}"
+            f"{unit} (seed {least_gain['seed']}: {least_gain[metric]:.4g} vs "
+            f"{least_gain['persistence']:.4g}; required {gain:+.4g})"
+        )
+        value, decided_by = (
+            (least_gain["gain"], gain) if reached and not beats else (worst[metric], threshold)
+        )
+        results.append(
+            GateResult(
+                name,
+                "prediction",
+                "pass" if reached and beats else "fail",
+                value,
+                decided_by,
+                ">=",
+                reason,
+                {"per_seed": per_seed, "minimum": threshold, "min_gain": gain},
+            )
+        )
+    return results
+
+
+def temporal_consistency(runs: list[Run], policy: Policy, obs_shape: tuple[int, ...]) -> GateResult:
+    """Imagined rollouts change from frame to frame no more than the data does: the largest
+    RMS change between consecutive imagined frames over the largest between consecutive real
+    frames of the same held-out segments, at most 1 + temporal_change_margin, for every
+    finished seed. Flicker, jumps and noise raise it; a frozen rollout is caught by the
+    PSNR/SSIM gates instead."""
+    name, margin = "prediction.temporal_consistency", float(policy["temporal_change_margin"])
+    absent = _frames_not_applicable(name, runs, obs_shape)
+    if absent is not None:
+        return absent
+    good = _finished(runs)
     if not good:
-        return skipped(name, "prediction", "no seed succeeded", threshold)
+        return skipped(name, "prediction", "no run finished to measure", margin)
     errors = _probe_errors(good, "skill")
     if errors:
-        return _failed_closed(name, "prediction", threshold, errors)
-    probes = [(r["seed"], r["probes"]["skill"]) for r in good]
-    per_seed = [
-        {"seed": s, "psnr_1": p["horizons"][min(p["horizons"], key=int)]["psnr"]} for s, p in probes
-    ]
-    worst = min(p["psnr_1"] for p in per_seed)
+        return _failed_closed(name, "prediction", margin, errors)
+    missing = [f"seed {r['seed']}" for r in good if "temporal" not in r["probes"]["skill"]]
+    if missing:
+        return _failed_closed(
+            name,
+            "prediction",
+            margin,
+            [f"{s}: the skill probe measured no temporal change" for s in missing],
+        )
+    per_seed = []
+    for r in good:
+        temporal = r["probes"]["skill"]["temporal"]
+        ratio = max(temporal["imagined"]) / max(max(temporal["real"]), 1e-12)
+        per_seed.append(
+            {
+                "seed": r["seed"],
+                "ratio": ratio,
+                "imagined_max": max(temporal["imagined"]),
+                "real_max": max(temporal["real"]),
+            }
+        )
+    worst = max(per_seed, key=lambda p: p["ratio"])
     return measured(
         name,
         "prediction",
-        worst,
-        threshold,
-        ">=",
+        worst["ratio"] - 1.0,
+        margin,
+        "<=",
         {"per_seed": per_seed},
-        "worst one-step PSNR of predicted frames (dB)",
+        f"largest imagined frame-to-frame RMS change over the real one, minus 1 (seed "
+        f"{worst['seed']}: {worst['imagined_max']:.4g} vs {worst['real_max']:.4g})",
     )
 
 

@@ -58,6 +58,17 @@ def _horizon_threshold(policy: Policy, name: str) -> set[float]:
     return {float(policy["min_skill_at"][horizon])} if horizon in policy["min_skill_at"] else set()
 
 
+def _frame_thresholds(at: str, gain: str) -> Thresholds:
+    """A frame gate reports its horizon's minimum, or the margin over persistence."""
+
+    def thresholds(policy: Policy, name: str) -> set[float]:
+        horizon = name.rsplit("_", 1)[-1]
+        minimum = policy[at]
+        return {float(policy[gain])} | ({float(minimum[horizon])} if horizon in minimum else set())
+
+    return thresholds
+
+
 @dataclass(frozen=True)
 class GateSpec:
     """``name`` may hold ``{k}``: one gate per key of the policy threshold ``per_key`` (the
@@ -166,10 +177,25 @@ GATES: tuple[GateSpec, ...] = (
         lambda e: measurements.output_spread(e.runs, e.policy),
         thresholds=keys("min_spread_ratio"),
     ),
+    *(
+        GateSpec(
+            f"prediction.{metric}_{{k}}", "prediction",
+            f"{metric.upper()} of frames predicted k steps ahead >= {at}[k] for every succeeded "
+            f"seed, and >= persistence's (the last frame) + {gain}",
+            lambda e, metric=metric: measurements.frame_quality(
+                metric, e.runs, e.policy, e.obs_shape
+            ),
+            per_key=at,
+            thresholds=_frame_thresholds(at, gain),
+        )
+        for metric, (at, gain, _) in measurements.FRAME_METRICS.items()
+    ),
     GateSpec(
-        "prediction.psnr", "prediction", "one-step PSNR of predicted frames >= psnr_min",
-        lambda e: measurements.psnr(e.runs, e.policy, e.obs_shape),
-        thresholds=keys("psnr_min"),
+        "prediction.temporal_consistency", "prediction",
+        "imagined frames change from one to the next at most (1 + temporal_change_margin) x "
+        "the largest change between real consecutive frames",
+        lambda e: measurements.temporal_consistency(e.runs, e.policy, e.obs_shape),
+        thresholds=keys("temporal_change_margin"),
     ),
     GateSpec(
         "prediction.plausibility", "prediction",

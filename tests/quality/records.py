@@ -33,10 +33,13 @@ def skill_probe(
     horizons: tuple[int, ...] = (1, 5, 10),
     space: str = "linear read-out",
     spread_ratio: float = 0.9,
-    psnr: float | None = None,
+    frames: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """A ``quality.skill.prediction_skill`` result whose skill is ``skill`` at every horizon
-    and overall. Persistence is the better baseline one step ahead, the mean further on."""
+    and overall. Persistence is the better baseline one step ahead, the mean further on.
+    ``frames``: the frame figures of a decoder on images at every horizon (``psnr``,
+    ``psnr_persistence``, ``ssim``, ``ssim_persistence``); the probe then also carries the
+    frame-to-frame changes, imagined within the real ones' range."""
     per_horizon = {}
     for k in horizons:
         figures: dict[str, Any] = {"mean": 1.0, "persistence": 0.2 * k}
@@ -50,17 +53,26 @@ def skill_probe(
             "skill": skill,
             "spread_ratio": spread_ratio,
         }
-        if psnr is not None:
-            figures["psnr"] = psnr
+        if frames is not None:
+            figures |= frames
         per_horizon[str(k)] = figures
-    return {
+    probe: dict[str, Any] = {
         "space": space,
-        "normalization": "per dimension",
+        "normalization": "per dimension" if frames is None else "pooled over pixels",
         "context": 5,
         "batch_size": 32,
         "horizons": per_horizon,
         "skill": skill,
     }
+    if frames is not None:
+        steps = max(horizons)
+        probe["temporal"] = {"imagined": [0.05] * steps, "real": [0.06] * steps}
+    return probe
+
+
+def frame_figures(psnr: float = 30.0, ssim: float = 0.9) -> dict[str, float]:
+    """Frame figures that beat persistence (20 dB, SSIM 0.7) by the given model's figures."""
+    return {"psnr": psnr, "psnr_persistence": 20.0, "ssim": ssim, "ssim_persistence": 0.7}
 
 
 def seed_record(

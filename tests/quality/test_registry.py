@@ -20,7 +20,13 @@ from quality.gates.registry import GATES, UNKNOWN_KIND, Evidence, evaluate, expe
 from quality.gates.result import GateResult, compare
 from quality.policy import PolicyError, load_policy
 from quality.report import ReportError, report_schema, validate_report
-from tests.quality.records import failed_record, repeat_pair, seed_record, skill_probe
+from tests.quality.records import (
+    failed_record,
+    frame_figures,
+    repeat_pair,
+    seed_record,
+    skill_probe,
+)
 
 MATURITY = {m["family"]: m["maturity"] for m in worldflux.list_models()}
 FAMILIES = sorted(MATURITY)
@@ -103,8 +109,10 @@ def test_every_gate_result_is_consistent_with_its_own_numbers(family: str) -> No
     and a failure never carries one that does (else flipping its status could not be caught)."""
     policy = load_policy(family)
     slow = _healthy(family, 5)
-    for r in slow:  # frames through a decoder: PSNR applies
-        r["probes"]["skill"] = skill_probe(space="decoder", psnr=25.0 if r["seed"] else 35.0)
+    for r in slow:  # frames through a decoder: the frame gates apply; two seeds fail them
+        figures = frame_figures(psnr=15.0 if r["seed"] == 1 else 35.0)
+        figures["ssim_persistence"] = 0.95 if r["seed"] == 2 else 0.7  # beats no change? no
+        r["probes"]["skill"] = skill_probe(space="decoder", frames=figures)
     slow[0]["samples_per_second"] = 50.0
     slow[1]["probes"]["latency"] |= {"p50_ms": 60.0}
     slow[2]["drop"] = 0.01
@@ -154,9 +162,13 @@ def test_a_required_gate_that_is_not_applicable_fails() -> None:
     assert planner.reason == (
         "required by the tdmpc2 policy but not applicable: the family does not predict rewards"
     )
-    # Nothing else changed: every other gate still passes (PSNR: vector observations).
-    assert {n for n, g in gates.items() if not g.passed} == {"planner.boundary", "prediction.psnr"}
-    assert gates["prediction.psnr"].status == "not_applicable"
+    # Nothing else changed: every other gate still passes (frames: vector observations).
+    frame_gates = {
+        "prediction.psnr_1", "prediction.psnr_5", "prediction.ssim_1", "prediction.ssim_5",
+        "prediction.temporal_consistency",
+    }  # fmt: skip
+    assert {n for n, g in gates.items() if not g.passed} == {"planner.boundary", *frame_gates}
+    assert {gates[n].status for n in frame_gates} == {"not_applicable"}
     assert report["failed_gates"] == ["planner.boundary"]
     assert not report["gates"]["release_pass"]
     assert report["gates"]["family_pass"]  # the planner is not a family gate
@@ -177,10 +189,10 @@ def test_a_required_gate_that_is_not_applicable_fails() -> None:
 
 def test_any_required_gate_is_enforced_and_an_unknown_requirement_is_refused() -> None:
     base = load_policy("tdmpc2")
-    psnr_required = dataclasses.replace(base, required_gates=("prediction.psnr",))
+    psnr_required = dataclasses.replace(base, required_gates=("prediction.psnr_1",))
     runs = _healthy("tdmpc2")
     psnr = next(g for g in evaluate_gates(runs, psnr_required, obs_shape=(3,))
-                if g.name == "prediction.psnr")  # fmt: skip
+                if g.name == "prediction.psnr_1")  # fmt: skip
     assert psnr.status == "fail"
     assert "not applicable: observations are vectors (3,), not images" in psnr.reason
 
@@ -204,13 +216,16 @@ def test_a_policy_without_a_known_kind_fails_family_unknown() -> None:
 
 def test_the_gate_docs_name_every_registered_gate() -> None:
     """docs/quality-gates.md explains every gate of the registry: the common gates by name, the
-    per-horizon gate by its pattern, each family gate by its suffix in its kind's row."""
+    per-horizon gates by their pattern with the default horizons, each family gate by its suffix
+    in its kind's row."""
     from pathlib import Path
 
     docs = (Path(__file__).parents[2] / "docs" / "quality-gates.md").read_text()
+    default = load_policy("no_such_family")  # the defaults alone
     for spec in GATES:
         if spec.kinds is None:
-            shown = spec.name.replace("{k}", "{5,10}")
+            keys = sorted(default[spec.per_key], key=int) if spec.per_key else []
+            shown = spec.name.replace("{k}", "{" + ",".join(keys) + "}")
             assert f"`{shown}`" in docs, f"{spec.name} is not documented"
         else:
             suffix = spec.name.rsplit(".", 1)[-1]

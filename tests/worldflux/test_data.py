@@ -104,7 +104,7 @@ def test_pendulum_actions_stay_in_bounds_and_episodes_are_truncated() -> None:
 
 def test_regeneration_is_byte_identical(tmp_path: Path) -> None:
     generate_bundled(tmp_path)
-    for name in ("cartpole.safetensors", "pendulum.safetensors", "manifest.json"):
+    for name in ("cartpole.safetensors", "pendulum.safetensors", "manifest.json", "derived.json"):
         assert (tmp_path / name).read_bytes() == (BUNDLED_DIR / name).read_bytes(), name
 
 

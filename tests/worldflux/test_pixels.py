@@ -1,8 +1,10 @@
-"""The derived image data set ``cartpole_pixels``: what it holds, how it is rendered, and that a
-change of the renderer or of its record is detected on load."""
+"""The derived image data sets ``cartpole_pixels`` (grey 32 x 32) and ``cartpole_rgb`` (colour
+64 x 64): what they hold, how they are rendered, and that a change of the renderer or of its
+record is detected on load."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -13,6 +15,9 @@ import pytest
 
 from worldflux.core.errors import DatasetError
 from worldflux.data import BUNDLED_DIR, TrajectoryDataset, list_bundled, load_bundled, pixels
+
+GREY = pixels.RENDERINGS["cartpole_pixels"]
+RGB = pixels.RENDERINGS["cartpole_rgb"]
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +31,13 @@ def test_same_rows_as_cartpole_with_image_observations(
     assert frames.name == "cartpole_pixels"
     assert frames.spec.obs_shape == (1, 32, 32)
     assert (frames.spec.action_dim, frames.spec.discrete) == (2, True)
-    assert frames.num_episodes == pixels.EPISODES
+    assert frames.num_episodes == GREY.episodes
     obs = frames.columns()["observation"]
     assert obs.dtype == np.float32
     assert obs.min() == 0.0
     assert obs.max() == 1.0
     source = cartpole.columns()
-    keep = source["episode"] < pixels.EPISODES
+    keep = source["episode"] < GREY.episodes
     for key in ("action", "reward", "terminated", "truncated", "episode", "step"):
         assert np.array_equal(frames.columns()[key], source[key][keep]), key
     # Both kinds of episode end survive the subset.
@@ -49,7 +54,7 @@ def test_listed_as_derived_and_the_file_manifest_is_untouched() -> None:
     assert entry["derived"] is True
     assert entry["source"] == "cartpole"
     assert entry["source_sha256"] == entries["cartpole"]["sha256"]
-    assert (entry["renderer_version"], entry["image_size"]) == (pixels.RENDERER_VERSION, 32)
+    assert (entry["renderer_version"], entry["image_size"]) == (GREY.version, 32)
     assert (
         "cartpole_pixels" not in json.loads((BUNDLED_DIR / "manifest.json").read_text())["datasets"]
     )
@@ -57,7 +62,7 @@ def test_listed_as_derived_and_the_file_manifest_is_untouched() -> None:
 
 def test_rendering_is_fast_and_deterministic(cartpole: TrajectoryDataset) -> None:
     states = cartpole.columns()["observation"]
-    states = states[cartpole.columns()["episode"] < pixels.EPISODES]
+    states = states[cartpole.columns()["episode"] < GREY.episodes]
     seconds = []
     outputs = []
     for _ in range(2):  # best of two: the CPU is shared with other work
@@ -104,8 +109,9 @@ def _edit(root: Path, **fields: object) -> None:
 
 def test_a_changed_renderer_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _copy(tmp_path)
-    assert load_bundled("cartpole_pixels", root).num_episodes == pixels.EPISODES
-    monkeypatch.setattr(pixels, "_POLE_LENGTH", 13.0)
+    assert load_bundled("cartpole_pixels", root).num_episodes == GREY.episodes
+    shorter = dataclasses.replace(pixels.GRAY_SCENE, pole_length=13.0)
+    monkeypatch.setattr(pixels, "GRAY_SCENE", shorter)
     with pytest.raises(DatasetError, match="observation_sha256"):
         load_bundled("cartpole_pixels", root)
 
@@ -131,3 +137,59 @@ def test_an_edited_record_is_detected(
 def test_unknown_names_list_the_derived_data_set_too() -> None:
     with pytest.raises(DatasetError, match="cartpole_pixels"):
         load_bundled("atari")
+
+
+@pytest.fixture(scope="module")
+def colour() -> TrajectoryDataset:
+    return load_bundled("cartpole_rgb")
+
+
+def test_colour_frames_keep_cartpoles_rows_at_64_px(
+    colour: TrajectoryDataset, cartpole: TrajectoryDataset
+) -> None:
+    assert colour.spec.obs_shape == (3, 64, 64)
+    assert colour.num_episodes == RGB.episodes
+    source = cartpole.columns()
+    keep = source["episode"] < RGB.episodes
+    for key in ("action", "reward", "terminated", "episode", "step"):
+        assert np.array_equal(colour.columns()[key], source[key][keep]), key
+    entry = {e["name"]: e for e in list_bundled()}["cartpole_rgb"]
+    assert entry["derived"] is True
+    assert entry["source_sha256"] == {e["name"]: e for e in list_bundled()}["cartpole"]["sha256"]
+    assert entry["renderer"] == "worldflux.data.pixels.render_cartpole_rgb"
+
+
+def _quantized(colour: tuple[float, float, float]) -> np.ndarray:
+    return np.round(np.asarray(colour) * 255) / 255
+
+
+def test_colour_frames_draw_the_cart_and_the_pole_in_their_colours() -> None:
+    states = np.array([[0.0, 0, 0, 0], [1.0, 0, 0, 0], [0.0, 0, 0.2, 0], [0.0, 0, -0.2, 0]])
+    img = pixels.render_cartpole_rgb(states)  # [4, 3, 64, 64]
+    assert img.shape == (4, 3, 64, 64)
+    assert np.allclose(img[0, :, 2, 2], _quantized(pixels.BACKGROUND), atol=1e-6)
+    assert np.allclose(img[0, :, 52, 2], _quantized(pixels.TRACK), atol=1e-6)
+    assert np.allclose(img[0, :, 46, 32], _quantized(pixels.CART), atol=1e-6)
+    assert np.allclose(img[0, :, 30, 32], _quantized(pixels.POLE), atol=1e-6)
+    # The cart is where its blue is: x = 1 moves it 26 / 2.4 ~ 10.8 px to the right.
+    # Blue minus red: 0.6 on the cart, 0.05 on the background, negative on the pole.
+    blue = (img[:, 2] - img[:, 0] - 0.1)[:, 42:51].clip(0)
+    cols = np.arange(64) + 0.5
+    centre = [(blue[i].sum(0) * cols).sum() / blue[i].sum() for i in range(2)]
+    assert centre[1] - centre[0] == pytest.approx(26 / 2.4, abs=0.5)
+    # The pole leans the way theta says: red minus blue is high on the pole only.
+    orange = (img[:, 0] - img[:, 2])[:, 10:20].clip(0)
+    lean = [(orange[i].sum(0) * (cols - 32)).sum() / orange[i].sum() for i in range(4)]
+    assert abs(lean[0]) < 0.1
+    assert lean[2] > 3
+    assert lean[3] < -3
+    assert lean[2] == pytest.approx(-lean[3])
+
+
+def test_a_changed_colour_renderer_is_detected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _copy(tmp_path)
+    monkeypatch.setattr(pixels, "CART", (0.2, 0.35, 0.75))
+    with pytest.raises(DatasetError, match=r"cartpole_rgb.*observation_sha256"):
+        load_bundled("cartpole_rgb", root)

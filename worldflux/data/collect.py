@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from worldflux.core.errors import DatasetError
 from worldflux.core.files import atomic_write_json
+from worldflux.data import pixels
 from worldflux.data.bundled import MANIFEST_NAME
 from worldflux.data.dataset import TrajectoryDataset
 from worldflux.data.schema import DatasetSpec
@@ -194,7 +195,8 @@ def manifest_entry(
 
 
 def generate_bundled(out_dir: Path, names: list[str] | None = None) -> dict[str, Any]:
-    """Collect the bundled data sets into ``out_dir`` and write their manifest; return it.
+    """Collect the bundled data sets into ``out_dir`` and write their manifest (returned) and
+    the record of the data sets rendered from them (``derived.json``).
 
     With ``names`` only those are collected (the manifest then lists only them).
     """
@@ -212,4 +214,14 @@ def generate_bundled(out_dir: Path, names: list[str] | None = None) -> dict[str,
         entries[name] = manifest_entry(recipe, dataset, sha256, path.stat().st_size)
     manifest = {"format": 1, "datasets": entries}
     atomic_write_json(out_dir / MANIFEST_NAME, manifest)  # sorted keys, indent 2, final newline
+    derived = {}
+    for rendering in pixels.RENDERINGS.values():
+        if rendering.source in entries:
+            sha256 = str(entries[rendering.source]["sha256"])
+            source = TrajectoryDataset.load(
+                out_dir / str(entries[rendering.source]["file"]), expected_sha256=sha256
+            )
+            derived[rendering.name] = pixels.derived_entry(rendering.build(source), sha256)
+    if derived:
+        atomic_write_json(out_dir / pixels.DERIVED_NAME, {"format": 1, "datasets": derived})
     return manifest

@@ -1,5 +1,6 @@
 """DreamerV3 hyper-parameters and presets (Hafner et al. 2023, "Mastering Diverse Domains
-through World Models", Table of model sizes; vector observations, so no CNN multiplier)."""
+through World Models", Table of model sizes): ``PRESETS`` for vector observations (family
+``dreamerv3``), ``PIXEL_PRESETS`` with a CNN for frames (family ``dreamerv3_pixels``)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,16 @@ class DreamerV3Config:
     # the symlog MSE is ~0.03 and the KL and reward terms outweigh it, so the posterior is
     # squeezed toward the prior and drops the state (docs/worldflux.md, DreamerV3 diagnosis).
     recon_scale: float = 1.0
+    # Channels of the image encoder's first convolution (doubling per stage, vision.py); 0 for
+    # vector observations, which go through MLPs.
+    cnn_depth: int = 0
 
     def validate(self) -> None:
         for name in ("deter", "stoch", "classes", "hidden", "reward_bins"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"dreamerv3: {name} must be >= 1, got {getattr(self, name)}")
+        if self.cnn_depth < 0:
+            raise ConfigError(f"dreamerv3: cnn_depth must be >= 0, got {self.cnn_depth}")
         if self.classes < 2:
             raise ConfigError("dreamerv3: classes must be >= 2 for a categorical latent")
         if not self.recon_scale > 0.0:
@@ -56,4 +62,13 @@ PRESETS = {
     "m": DreamerV3Config(deter=1024, stoch=32, classes=32, hidden=640, layers=3),
     "l": DreamerV3Config(deter=2048, stoch=32, classes=32, hidden=768, layers=4),
     "xl": DreamerV3Config(deter=4096, stoch=32, classes=32, hidden=1024, layers=5),
+}
+
+
+PIXEL_PRESETS = {
+    # WorldFlux's `ci` image configuration, for side-by-side benchmarks: CNN depth 8, GRU 64,
+    # 4x4 categoricals, hidden 32. Free bits as in `ci` (4x4 latents); the reconstruction is
+    # summed over thousands of pixels, so it needs no extra weight.
+    "ci": DreamerV3Config(cnn_depth=8, free_nats=0.1),
+    "small": DreamerV3Config(cnn_depth=16, deter=256, stoch=16, classes=16, hidden=128, layers=2),
 }

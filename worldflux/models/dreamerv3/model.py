@@ -1,10 +1,12 @@
-"""DreamerV3 world model: a recurrent state-space model (RSSM) for vector observations.
+"""DreamerV3 world model: a recurrent state-space model (RSSM) for vector observations and,
+as ``dreamerv3_pixels``, for frames (CNN encoder and decoder, vision.py).
 
 State = (h, z): h is a GRU state (deterministic), z is 'stoch' one-hot categoricals (sampled in
 training; their expectation, the class probabilities, in evaluation).
     prior:      h_t = GRU(h_{t-1}, [z_{t-1}, a_t]),   z_t ~ p(z | h_t)
     posterior:  z_t ~ q(z | h_t, embed(x_t))
-Heads read feat = [h_t, z_t]: decoder -> symlog(x_t), reward (two-hot), continue (Bernoulli).
+Heads read feat = [h_t, z_t]: decoder -> symlog(x_t) (frames: x_t itself), reward (two-hot),
+continue (Bernoulli).
 Loss = recon_scale * recon + reward + continue + beta_dyn * max(free, KL[sg(q) || p])
                                 + beta_rep * max(free, KL[q || sg(p)])
 Every term is non-negative, so the total is the world-model loss the gates compare.
@@ -27,7 +29,8 @@ from worldflux.models.dreamerv3.cell import (
     posterior_sequence,
     softmax,
 )
-from worldflux.models.dreamerv3.config import PRESETS, DreamerV3Config
+from worldflux.models.dreamerv3.config import PIXEL_PRESETS, PRESETS, DreamerV3Config
+from worldflux.models.dreamerv3.vision import ConvDecoder, ConvEncoder, pixel_error
 from worldflux.nn import ObservationScaler, TwoHot, mlp, symexp, symlog
 
 
@@ -53,9 +56,18 @@ class DreamerV3(WorldModel):
         self.obs_dim = math.prod(spec.obs_shape)
         self.stoch_dim = c.stoch * c.classes
         feat = c.deter + self.stoch_dim
-        # Observations are standardized per dimension with training statistics, then symlog'd.
-        self.obs_scaler = ObservationScaler(self.obs_dim)
-        self.encoder = mlp(self.obs_dim, c.hidden, c.hidden, c.layers)
+        # Frames: the paper's CNN encoder and transposed-CNN decoder (vision.py); vectors:
+        # MLPs on the observation standardized per dimension with training statistics, symlog'd.
+        self.images = c.cnn_depth > 0
+        self.encoder: nn.Module
+        self.decoder: nn.Module
+        if self.images:
+            self.encoder = ConvEncoder(spec.obs_shape, c.cnn_depth)
+            embed = self.encoder.out_dim
+        else:
+            self.obs_scaler = ObservationScaler(self.obs_dim)
+            self.encoder = mlp(self.obs_dim, c.hidden, c.hidden, c.layers)
+            embed = c.hidden
         # The first layers of the prior input and of the posterior are split by input, so the
         # parts that do not depend on the recurrence (action, embedding) are computed for all
         # time steps at once, outside the sequential loop.
@@ -65,11 +77,14 @@ class DreamerV3(WorldModel):
         self.gru = nn.GRUCell(c.hidden, c.deter)
         self.prior_net = mlp(c.deter, c.hidden, self.stoch_dim, 1)
         self.post_h = nn.Linear(c.deter, c.hidden)  # its bias also serves post_e
-        self.post_e = nn.Linear(c.hidden, c.hidden, bias=False)
+        self.post_e = nn.Linear(embed, c.hidden, bias=False)
         self.post_out = nn.Sequential(
             nn.LayerNorm(c.hidden), nn.SiLU(), nn.Linear(c.hidden, self.stoch_dim)
         )
-        self.decoder = mlp(feat, c.hidden, self.obs_dim, c.layers)
+        if self.images:
+            self.decoder = ConvDecoder(feat, spec.obs_shape, c.cnn_depth)
+        else:
+            self.decoder = mlp(feat, c.hidden, self.obs_dim, c.layers)
         self.reward_head = mlp(feat, c.hidden, c.reward_bins, c.layers)
         self.cont_head = mlp(feat, c.hidden, 1, c.layers)
         self.twohot = TwoHot(c.reward_bins, -20.0, 20.0)
@@ -101,12 +116,18 @@ class DreamerV3(WorldModel):
 
     # --- recurrent steps --------------------------------------------------------------------
     def _target(self, obs: Tensor) -> Tensor:
-        """What the encoder reads and the decoder predicts: symlog of the standardized
-        observation, flattened."""
+        """Vectors: what the encoder reads and the decoder predicts, symlog of the
+        standardized observation, flattened."""
         return symlog(self.obs_scaler.normalize(obs.flatten(-len(self.spec.obs_shape))))
 
     def _embed(self, obs: Tensor) -> Tensor:
-        return self.encoder(self._target(obs))
+        return self.encoder(obs if self.images else self._target(obs))
+
+    def _reconstruction(self, feat: Tensor, obs: Tensor) -> Tensor:
+        """Squared error of the decoded observation, summed over its dimensions (pixels)."""
+        if self.images:
+            return pixel_error(self.decoder(feat), obs)
+        return (self.decoder(feat) - self._target(obs)).pow(2).sum(-1).mean()
 
     def _action_proj(self, action: Tensor) -> Tensor:
         """The action's share of the prior's input layer (with that layer's bias)."""
@@ -152,8 +173,11 @@ class DreamerV3(WorldModel):
 
     def decode(self, state: State) -> ModelOutput:
         feat = torch.cat([state["deter"], state["stoch"]], -1)
-        flat = self.obs_scaler.denormalize(symexp(self.decoder(feat)))
-        obs = flat.reshape(*feat.shape[:-1], *self.spec.obs_shape)
+        if self.images:
+            obs = self.decoder(feat)
+        else:
+            flat = self.obs_scaler.denormalize(symexp(self.decoder(feat)))
+            obs = flat.reshape(*feat.shape[:-1], *self.spec.obs_shape)
         return ModelOutput(
             observation=obs,
             reward=self.twohot.mean(self.reward_head(feat)),
@@ -197,7 +221,7 @@ class DreamerV3(WorldModel):
         c: DreamerV3Config = self.config
         h, z, post_logits = self.observe(batch)
         feat = torch.cat([h, z], -1)
-        recon = (self.decoder(feat) - self._target(batch.obs.transpose(0, 1))).pow(2).sum(-1).mean()
+        recon = self._reconstruction(feat, batch.obs.transpose(0, 1))
         reward = self.twohot.loss(self.reward_head(feat), batch.reward.transpose(0, 1)).mean()
         cont_target = 1.0 - batch.terminated.transpose(0, 1)
         cont = F.binary_cross_entropy_with_logits(self.cont_head(feat).squeeze(-1), cont_target)
@@ -221,6 +245,17 @@ class DreamerV3(WorldModel):
             components=components,
             metrics={"world_model_loss": total.item(), "kl_raw": kl_dyn.mean().item()},
         )
+
+
+@register_family(
+    "dreamerv3_pixels",
+    presets=PIXEL_PRESETS,
+    maturity=Maturity.REFERENCE,
+    description="DreamerV3 on frames: CNN encoder and decoder around the same RSSM",
+)
+class DreamerV3Pixels(DreamerV3):
+    """DreamerV3 with the paper's image pathway: its own family, so frames get their own data
+    set, gate policy and release line (the model code is DreamerV3's, ``cnn_depth > 0``)."""
 
 
 def _categorical_kl(p: Tensor, q: Tensor) -> Tensor:

@@ -1,0 +1,141 @@
+"""The frame gates (quality/gates/measurements.py): PSNR and SSIM of predicted frames per
+horizon against the policy's minimum and against persistence, and temporal consistency; the
+measures themselves (quality/frames.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+import worldflux
+from quality import frames
+from quality.gates.measurements import frame_quality, temporal_consistency
+from quality.policy import load_policy
+from tests.quality.records import frame_figures, skill_probe
+
+FRAMES = (3, 64, 64)
+
+
+def _run(seed: int, probe: dict[str, Any]) -> dict[str, Any]:
+    return {"seed": seed, "status": "ok", "drop": 0.5, "probes": {"skill": probe}}
+
+
+def _decoded(**figures: float) -> dict[str, Any]:
+    return skill_probe(0.8, space="decoder", frames={**frame_figures(), **figures})
+
+
+def test_frame_gates_apply_to_frames_a_family_decodes() -> None:
+    policy = load_policy("tdmpc2")
+    for gates in (
+        frame_quality("psnr", [_run(0, _decoded())], policy, (4,)),
+        frame_quality("ssim", [_run(0, skill_probe(0.8, space="linear read-out"))], policy, FRAMES),
+        [temporal_consistency([_run(0, _decoded())], policy, (4,))],
+    ):
+        assert {g.status for g in gates} == {"not_applicable"}
+    # Not applicable is about the family, not whether a seed learned: a decoder-free family
+    # with no skill is n/a (the success gate blocks it), never "skipped".
+    unskilled = frame_quality(
+        "psnr", [_run(0, skill_probe(-0.1, space="linear read-out"))], policy, FRAMES
+    )
+    assert {g.status for g in unskilled} == {"not_applicable"}
+
+
+def test_psnr_needs_the_minimum_and_a_margin_over_persistence() -> None:
+    policy = load_policy("tdmpc2")
+    minimum, gain = policy["min_psnr_at"], policy["min_psnr_gain_db"]
+    good = [_run(0, _decoded(psnr=35.0)), _run(1, _decoded(psnr=33.0))]
+    gates = {g.name: g for g in frame_quality("psnr", good, policy, FRAMES)}
+    assert set(gates) == {f"prediction.psnr_{k}" for k in minimum}
+    assert all(g.status == "pass" for g in gates.values())
+    assert gates["prediction.psnr_1"].value == 33.0  # the worst seed
+
+    low = [_run(0, _decoded(psnr=35.0)), _run(1, _decoded(psnr=minimum["1"] - 1))]
+    result = frame_quality("psnr", low, policy, FRAMES)[0]
+    assert result.status == "fail"
+    assert (result.value, result.threshold) == (minimum["1"] - 1, minimum["1"])
+
+    # Above the minimum, but "the frame does not change" is as good: no better than nothing.
+    same = [_run(0, _decoded(psnr=35.0, psnr_persistence=35.0 - gain / 2))]
+    result = frame_quality("psnr", same, policy, FRAMES)[0]
+    assert result.status == "fail"
+    assert (result.value, result.threshold) == (gain / 2, gain)
+    assert "gain over persistence" in result.reason
+
+
+def test_ssim_is_judged_the_same_way() -> None:
+    policy = load_policy("tdmpc2")
+    runs = [_run(0, _decoded(ssim=0.95, ssim_persistence=0.95))]
+    result = frame_quality("ssim", runs, policy, FRAMES)[0]
+    assert result.name == "prediction.ssim_1"
+    assert result.status == "fail"
+    assert result.threshold == policy["min_ssim_gain"]
+
+
+def test_a_horizon_the_probe_did_not_measure_fails_closed() -> None:
+    policy = load_policy("tdmpc2")
+    probe = _decoded()
+    del probe["horizons"]["5"]["psnr"]
+    result = {g.name: g for g in frame_quality("psnr", [_run(0, probe)], policy, FRAMES)}
+    assert result["prediction.psnr_5"].status == "fail"
+    assert "measured no psnr 5 steps ahead" in result["prediction.psnr_5"].reason
+
+
+def test_temporal_consistency_catches_frames_that_jump() -> None:
+    policy = load_policy("tdmpc2")
+    margin = policy["temporal_change_margin"]
+    calm = _decoded()
+    assert temporal_consistency([_run(0, calm)], policy, FRAMES).status == "pass"
+    jumpy = _decoded()
+    jumpy["temporal"]["imagined"][3] = jumpy["temporal"]["real"][0] * (1 + 2 * margin)
+    result = temporal_consistency([_run(0, calm), _run(1, jumpy)], policy, FRAMES)
+    assert result.status == "fail"
+    assert result.value == pytest.approx(2 * margin)
+    assert "seed 1" in result.reason
+
+
+def test_psnr_and_ssim_measure_what_they_say() -> None:
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.rand(4, 3, 16, 16, generator=generator)
+    assert frames.ssim(truth, truth, 1.0) == pytest.approx(1.0)
+    noisy = (truth + 0.1 * torch.randn(truth.shape, generator=generator)).clamp(0, 1)
+    noisier = (truth + 0.3 * torch.randn(truth.shape, generator=generator)).clamp(0, 1)
+    assert 0 < frames.ssim(noisier, truth, 1.0) < frames.ssim(noisy, truth, 1.0) < 1
+    assert frames.ssim(noisy, truth, 1.0) == pytest.approx(frames.ssim(truth, noisy, 1.0))
+    # Two flat frames: no variance, so SSIM is the luminance term alone.
+    a, b = torch.full((1, 1, 16, 16), 0.2), torch.full((1, 1, 16, 16), 0.6)
+    c1 = (0.01 * 1.0) ** 2
+    assert frames.ssim(a, b, 1.0) == pytest.approx((2 * 0.2 * 0.6 + c1) / (0.04 + 0.36 + c1))
+    # PSNR of a constant error e: 10 log10(1 / e^2).
+    assert frames.psnr(a, a + 0.1, 1.0) == pytest.approx(20.0)
+    assert frames.psnr(truth, truth, 1.0) == pytest.approx(10 * math.log10(1e12))
+    steps = torch.stack([torch.zeros(2, 3), torch.full((2, 3), 0.5), torch.full((2, 3), 0.5)])
+    assert frames.rms_change(steps) == pytest.approx([0.5, 0.0])
+
+
+def test_the_skill_probe_measures_decoded_frames_against_persistence() -> None:
+    """Through the real probe: an untrained pixel DreamerV3 decodes grey frames, which
+    persistence (the last real frame) beats on both measures; a vector family gets no frame
+    figures."""
+    from quality.skill import prediction_skill
+    from worldflux.data import load_bundled
+
+    data = load_bundled("cartpole_pixels")
+    torch.manual_seed(0)
+    model = worldflux.create_world_model_for("dreamerv3_pixels:ci", data.spec)
+    probe = prediction_skill(model, data, data, [1, 3], batch_size=8)
+    for k in ("1", "3"):
+        figures = probe["horizons"][k]
+        assert figures["psnr"] < figures["psnr_persistence"]
+        assert figures["ssim"] < figures["ssim_persistence"]
+    temporal = probe["temporal"]
+    assert len(temporal["imagined"]) == len(temporal["real"]) == 3
+    assert max(temporal["real"]) > 0  # the cart and the pole move
+
+    vectors = load_bundled("cartpole")
+    model = worldflux.create_world_model_for("dreamerv3:ci", vectors.spec)
+    probe = prediction_skill(model, vectors, vectors, [1], batch_size=8)
+    assert "psnr" not in probe["horizons"]["1"]
+    assert "temporal" not in probe
