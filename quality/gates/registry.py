@@ -8,6 +8,7 @@ read this list; adding a gate means adding one ``GateSpec`` here (plus its test)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ def fixed(*values: float) -> Thresholds:
 def _horizon_threshold(policy: Policy, name: str) -> set[float]:
     horizon = name.rsplit("_", 1)[-1]
     return {float(policy["min_skill_at"][horizon])} if horizon in policy["min_skill_at"] else set()
+
+
+def _frame_gate(metric: str, e: Evidence) -> list[GateResult]:
+    return measurements.frame_quality(metric, e.runs, e.policy, e.obs_shape)
 
 
 def _frame_thresholds(at: str, gain: str) -> Thresholds:
@@ -182,9 +187,7 @@ GATES: tuple[GateSpec, ...] = (
             f"prediction.{metric}_{{k}}", "prediction",
             f"{metric.upper()} of frames predicted k steps ahead >= {at}[k] for every succeeded "
             f"seed, and >= persistence's (the last frame) + {gain}",
-            lambda e, metric=metric: measurements.frame_quality(
-                metric, e.runs, e.policy, e.obs_shape
-            ),
+            functools.partial(_frame_gate, metric),
             per_key=at,
             thresholds=_frame_thresholds(at, gain),
         )
