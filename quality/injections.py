@@ -127,6 +127,21 @@ class UnseededNoise:
             first.add_(1e-6 * torch.randn(first.shape, generator=generator))
 
 
+class NoisyFrames:
+    """Trains normally, but the frames it decodes in evaluation carry Gaussian noise (std 0.1,
+    the same noise at every call, so re-measured weights agree): what a release manager would
+    see as snow over every imagined frame."""
+
+    def decode(self, state: State) -> Any:
+        out = super().decode(state)  # type: ignore[misc]
+        if self.training or out.observation is None:  # type: ignore[attr-defined]
+            return out
+        frames = out.observation
+        generator = torch.Generator(device=frames.device).manual_seed(0)
+        noise = torch.randn(frames.shape, generator=generator, device=frames.device)
+        return dataclasses.replace(out, observation=frames + 0.1 * noise)
+
+
 class CollapsedEmbedding:
     """Every observation maps to one learned point: a collapsed joint-embedding encoder."""
 
@@ -248,6 +263,21 @@ INJECTIONS: tuple[Injection, ...] = (
         ("benchmark.numerical_stability", "family.reference.finite_components"),
         "imagined rewards are NaN in evaluation only",
         factory=_subclass_factory(NaNOutputsInEval),
+    ),
+    Injection(
+        "frozen lr (frames)",
+        "dreamerv3_pixels",
+        ("prediction.psnr_1", "prediction.ssim_1"),
+        "lr 1e-12: the decoder keeps its initial mid-grey frames, which the last real frame "
+        "held still beats",
+        per_seed={i: FROZEN for i in range(3)},
+    ),
+    Injection(
+        "noisy frames",
+        "dreamerv3_pixels",
+        ("prediction.psnr_1", "prediction.ssim_1", "prediction.temporal_consistency"),
+        "decoded frames carry Gaussian noise (std 0.1) in evaluation",
+        factory=_subclass_factory(NoisyFrames),
     ),
     Injection(
         "embedding collapse",

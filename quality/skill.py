@@ -19,16 +19,20 @@ baseline at best.
 NMSE is the squared error over the training variance: averaged over dimensions for vector
 observations, pooled over pixels for images (a background pixel with no variance must not weigh
 as much as the cart). Also reported, as reference figures: a least-squares linear model of the
-next observation from (observation, action) rolled forward with the recorded actions; for vector
-observations a small residual MLP of the change of the observation, fitted here in a second or
-two and rolled forward the same way (what a nonlinear model fitted to this data reaches; None for
-images); and the model's own error when the action sequences are shuffled across the batch (an
-action-conditioned model that uses its actions gets worse).
+next observation from (observation, action) rolled forward with the recorded actions (None
+for observations of more than 4,096 values, e.g. 3 x 64 x 64 frames, whose normal equations
+would not fit a small machine); for vector observations a small residual MLP of the change of
+the observation, fitted here in a second or two and rolled forward the same way (what a
+nonlinear model fitted to this data reaches; None for images); and the model's own error when
+the action sequences are shuffled across the batch (an action-conditioned model that uses its
+actions gets worse). Decoded frames are also measured as images (PSNR, SSIM, frame-to-frame
+change; quality/frames.py) for the frame gates.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -47,6 +51,7 @@ PROBE_SEED = 7  # every seed and every evaluation probes the same held-out segme
 READOUT_ROWS = 4096  # training rows the linear read-out is fitted on
 RIDGE = 1e-3  # the read-out's ridge term, relative to the mean feature variance (see LinearMap)
 LINEAR_RIDGE = 1e-9  # the linear dynamics reference on vectors: plain least squares
+LINEAR_MAX_DIMS = 4096  # larger observations get no linear reference (``linear_dynamics``)
 # The residual MLP reference (``ResidualMLP``): 2,000 steps take 1-2 s on one CPU thread.
 MLP_HIDDEN = 128
 MLP_STEPS = 2000
@@ -127,6 +132,15 @@ def fit_linear_dynamics(train: TrajectoryDataset, rows: int = 8 * READOUT_ROWS) 
     # explodes; there the reference is as regularized as the read-out.
     ridge = RIDGE if train.columns()["observation"].ndim > 2 else LINEAR_RIDGE
     return LinearMap(features, _flat(batch.obs[:, 1]), ridge=ridge)
+
+
+def linear_dynamics(train: TrajectoryDataset) -> LinearMap | None:
+    """The linear reference, or None for observations of more than ``LINEAR_MAX_DIMS`` values:
+    its normal equations are D x D (a 3 x 64 x 64 frame: 12,288^2 float64 = 1.2 GB, minutes to
+    solve), and on frames it is a reference figure only, never a baseline a gate uses."""
+    if math.prod(train.spec.obs_shape) > LINEAR_MAX_DIMS:
+        return None
+    return fit_linear_dynamics(train)
 
 
 Layers = list[tuple[Tensor, Tensor]]  # (weight, bias) per linear layer
@@ -324,7 +338,8 @@ def prediction_skill(
         frames_shape = train.spec.obs_shape if scale.pooled and space == "decoder" else None
         filtered, imagined = _imagine(model, batch, context, actions)
         _, shuffled = _imagine(model, batch, context, actions[:, permutation])
-        linear = fit_linear_dynamics(train).to(model.device)
+        linear = linear_dynamics(train)
+        linear = linear.to(model.device) if linear is not None else None
         mlp = residual_mlp(train)  # None for images
         last = _flat(batch.obs[:, start])
         # How much of the last observed step the filtered state keeps (decoded or read out):
@@ -332,7 +347,8 @@ def prediction_skill(
         reconstruction = scale.nmse(predict(filtered), last)
         linear_obs, mlp_obs, per_horizon = last, last, {}  # horizon -> figures
         for k in range(1, horizon + 1):
-            linear_obs = linear(torch.cat([linear_obs, actions[k - 1].double()], 1))
+            if linear is not None:
+                linear_obs = linear(torch.cat([linear_obs, actions[k - 1].double()], 1))
             if mlp is not None:
                 mlp_obs = mlp(mlp_obs, actions[k - 1])
             if k not in horizons:
@@ -343,7 +359,7 @@ def prediction_skill(
                 "model": scale.nmse(predicted, truth),
                 "mean": scale.nmse(scale.mean.expand_as(truth), truth),
                 "persistence": scale.nmse(last, truth),
-                "linear": scale.nmse(linear_obs, truth),
+                "linear": None if linear is None else scale.nmse(linear_obs, truth),
                 "residual_mlp": None if mlp is None else scale.nmse(mlp_obs, truth),
                 "shuffled_actions": scale.nmse(predict(shuffled[k - 1]), truth),
             }

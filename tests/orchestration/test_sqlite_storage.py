@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
@@ -53,9 +54,10 @@ def test_the_embedded_instance_keeps_dagsters_files_under_its_home(tmp_path: Pat
 
 def test_postgresql_settings_write_no_sqlite_storage(tmp_path: Path) -> None:
     home = _instance_home(tmp_path, DAGSTER_PG_URL="postgresql://u:p@localhost:5432/dagster")
-    text = (home / "dagster.yaml").read_text()
-    assert "postgres_url" in text
-    assert "sqlite_storage" not in text
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert config["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}
+    assert "run_storage" not in config
+    assert "event_log_storage" not in config
 
 
 def _write_then_wait(home: str, run_id: str, count: int, done: Any) -> None:
