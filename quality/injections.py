@@ -267,7 +267,7 @@ INJECTIONS: tuple[Injection, ...] = (
     Injection(
         "frozen lr (frames)",
         "dreamerv3_pixels",
-        ("prediction.psnr_1", "prediction.ssim_1"),
+        ("prediction.psnr_5", "prediction.ssim_5"),
         "lr 1e-12: the decoder keeps its initial mid-grey frames, which the last real frame "
         "held still beats",
         per_seed={i: FROZEN for i in range(3)},
@@ -275,7 +275,7 @@ INJECTIONS: tuple[Injection, ...] = (
     Injection(
         "noisy frames",
         "dreamerv3_pixels",
-        ("prediction.psnr_1", "prediction.ssim_1", "prediction.temporal_consistency"),
+        ("prediction.psnr_5", "prediction.ssim_5", "prediction.temporal_consistency"),
         "decoded frames carry Gaussian noise (std 0.1) in evaluation",
         factory=_subclass_factory(NoisyFrames),
     ),

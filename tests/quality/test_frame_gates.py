@@ -50,12 +50,12 @@ def test_psnr_needs_the_minimum_and_a_margin_over_persistence() -> None:
     gates = {g.name: g for g in frame_quality("psnr", good, policy, FRAMES)}
     assert set(gates) == {f"prediction.psnr_{k}" for k in minimum}
     assert all(g.status == "pass" for g in gates.values())
-    assert gates["prediction.psnr_1"].value == 33.0  # the worst seed
+    assert gates["prediction.psnr_5"].value == 33.0  # the worst seed
 
-    low = [_run(0, _decoded(psnr=35.0)), _run(1, _decoded(psnr=minimum["1"] - 1))]
+    low = [_run(0, _decoded(psnr=35.0)), _run(1, _decoded(psnr=minimum["5"] - 1))]
     result = frame_quality("psnr", low, policy, FRAMES)[0]
     assert result.status == "fail"
-    assert (result.value, result.threshold) == (minimum["1"] - 1, minimum["1"])
+    assert (result.value, result.threshold) == (minimum["5"] - 1, minimum["5"])
 
     # Above the minimum, but "the frame does not change" is as good: no better than nothing.
     same = [_run(0, _decoded(psnr=35.0, psnr_persistence=35.0 - gain / 2))]
@@ -69,7 +69,7 @@ def test_ssim_is_judged_the_same_way() -> None:
     policy = load_policy("tdmpc2")
     runs = [_run(0, _decoded(ssim=0.95, ssim_persistence=0.95))]
     result = frame_quality("ssim", runs, policy, FRAMES)[0]
-    assert result.name == "prediction.ssim_1"
+    assert result.name == "prediction.ssim_5"
     assert result.status == "fail"
     assert result.threshold == policy["min_ssim_gain"]
 
@@ -77,10 +77,10 @@ def test_ssim_is_judged_the_same_way() -> None:
 def test_a_horizon_the_probe_did_not_measure_fails_closed() -> None:
     policy = load_policy("tdmpc2")
     probe = _decoded()
-    del probe["horizons"]["5"]["psnr"]
+    del probe["horizons"]["10"]["psnr"]
     result = {g.name: g for g in frame_quality("psnr", [_run(0, probe)], policy, FRAMES)}
-    assert result["prediction.psnr_5"].status == "fail"
-    assert "measured no psnr 5 steps ahead" in result["prediction.psnr_5"].reason
+    assert result["prediction.psnr_10"].status == "fail"
+    assert "measured no psnr 10 steps ahead" in result["prediction.psnr_10"].reason
 
 
 def test_temporal_consistency_catches_frames_that_jump() -> None:

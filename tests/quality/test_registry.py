@@ -164,7 +164,7 @@ def test_a_required_gate_that_is_not_applicable_fails() -> None:
     )
     # Nothing else changed: every other gate still passes (frames: vector observations).
     frame_gates = {
-        "prediction.psnr_1", "prediction.psnr_5", "prediction.ssim_1", "prediction.ssim_5",
+        "prediction.psnr_5", "prediction.psnr_10", "prediction.ssim_5", "prediction.ssim_10",
         "prediction.temporal_consistency",
     }  # fmt: skip
     assert {n for n, g in gates.items() if not g.passed} == {"planner.boundary", *frame_gates}
@@ -189,10 +189,10 @@ def test_a_required_gate_that_is_not_applicable_fails() -> None:
 
 def test_any_required_gate_is_enforced_and_an_unknown_requirement_is_refused() -> None:
     base = load_policy("tdmpc2")
-    psnr_required = dataclasses.replace(base, required_gates=("prediction.psnr_1",))
+    psnr_required = dataclasses.replace(base, required_gates=("prediction.psnr_5",))
     runs = _healthy("tdmpc2")
     psnr = next(g for g in evaluate_gates(runs, psnr_required, obs_shape=(3,))
-                if g.name == "prediction.psnr_1")  # fmt: skip
+                if g.name == "prediction.psnr_5")  # fmt: skip
     assert psnr.status == "fail"
     assert "not applicable: observations are vectors (3,), not images" in psnr.reason
 
