@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 import torch
 
-from assets.metadata import number, table
+from assets.metadata import number, rollout_metadata, table
 from assets.partitions import checkpoint_partitions, dataset_of
 from assets.resources import MlflowResource, ObjectStoreResource, TorchResource
+from quality import visuals
 from quality.policy import load_policy
 from quality.seed_run import SeedRunSpec, run_seed
 from release.datasets import read_dataset
@@ -67,11 +68,27 @@ def checkpoint(
         record = run_seed(
             spec, policy, checkpoint_root=Path(tmp), data=data, callbacks=[history, progress]
         )
+        # Real versus imagined on a held-out segment, drawn from the saved weights.
+        horizon = max(int(k) for k in policy["skill_horizons"])
+        pictures = (
+            visuals.of_checkpoint(
+                record["checkpoint"]["path"], data, horizon, f"{family} seed {seed}"
+            )
+            if record["checkpoint"]
+            else {}
+        )
         provenance = {"mlflow_run_id": run_id, "dagster_run_id": context.run.run_id}
         record = publish_checkpoint(store, family, seed, record, provenance)
     png = track_seed_run(tracker, run_id, record, history, manifest)
     prefix = checkpoint_prefix(family, seed)
     curve = store.put_bytes(f"{prefix}/loss_curve.png", png) if png else ""
+    stored = {}
+    for name in visuals.PICTURE_FILES:  # a failed seed must not keep an older run's pictures
+        if name in pictures:
+            tracker.log_bytes(run_id, pictures[name], name)
+            stored[name] = store.put_bytes(f"{prefix}/{name}", pictures[name])
+        elif store.exists(f"{prefix}/{name}"):
+            store.delete(f"{prefix}/{name}")
     after = record.get("after") or {}
     held_out = [
         {"metric": k, "before": number(v), "after": number(after.get(k))}
@@ -100,6 +117,7 @@ def checkpoint(
             "torch_threads": torch.get_num_threads(),  # the compute resource's, for timings
             "work_seconds": record["timings"]["total_seconds"],
             "loss_curve": dg.MetadataValue.path(curve),
+            **rollout_metadata(pictures, stored),
             "held_out": table(held_out),
         }
     )

@@ -27,6 +27,7 @@ from release.lineage import (
     download_weights,
     read_checkpoint_records,
     read_repeats,
+    read_rollout_pictures,
     scratch_dir,
 )
 from release.object_store import ObjectStore, ObjectStoreError
@@ -159,8 +160,9 @@ def gate_report(
     gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=data.spec.obs_shape)
     report = build_report(runs, policy, gates, repeats=repeats)
     work_seconds = time.perf_counter() - started
+    pictures = read_rollout_pictures(store, family, SEEDS)
     with ledger.open() as book:
-        entry = record_report(report, store, book, mlflow.open(), context.run.run_id)
+        entry = record_report(report, store, book, mlflow.open(), context.run.run_id, pictures)
     selected = {key.name for key in context.selected_asset_check_keys}
     evaluated = {g.name for g in gates}
     checks = [_check_result(g) for g in gates if check_name(g.name) in selected]
@@ -181,7 +183,7 @@ def gate_report(
             "failing_gates": dg.MetadataValue.json(list(decided.failed_gates)),
             "success_rate": report["success_rate"],
             "uri": dg.MetadataValue.path(entry.uri),
-            "report": dg.MetadataValue.md(render_markdown(report)),
+            "report": dg.MetadataValue.md(render_markdown(report, pictures)),
             "gates": table(
                 [
                     {

@@ -1,9 +1,12 @@
-"""Metadata the Dagster UI renders: tables from lists of rows."""
+"""Metadata the Dagster UI renders: tables from lists of rows, images inline."""
 
 from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
+
+from quality import visuals
+from release.lineage import ROLLOUT_PICTURE
 
 
 def table(rows: Sequence[dict[str, Any]]) -> dg.TableMetadataValue:
@@ -31,3 +34,17 @@ def table(rows: Sequence[dict[str, Any]]) -> dg.TableMetadataValue:
 def number(value: float | None) -> str:
     """Four significant digits, or "-" when there is no value (failed seed, skipped gate)."""
     return "-" if value is None else f"{value:.4g}"
+
+
+def rollout_metadata(pictures: dict[str, bytes], stored: dict[str, str]) -> dict[str, Any]:
+    """The real-versus-imagined picture inline (Markdown with a data URI, Dagster's own way of
+    showing a plot in asset metadata), and where every picture is stored."""
+    if ROLLOUT_PICTURE not in pictures:
+        return {}
+    what = visuals.caption("rollout.gif" in pictures)
+    return {
+        "rollout": dg.MetadataValue.md(
+            f"{what}\n\n{visuals.markdown_image(pictures[ROLLOUT_PICTURE], what)}"
+        ),
+        **{f"rollout_{n.split('.')[-1]}_uri": dg.MetadataValue.path(u) for n, u in stored.items()},
+    }

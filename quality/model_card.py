@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from quality import visuals
 from quality.report import STATUS_MARK, _fmt
 
 
 def render_model_card(
-    report: dict[str, Any], seed_run: dict[str, Any], release: dict[str, Any]
+    report: dict[str, Any],
+    seed_run: dict[str, Any],
+    release: dict[str, Any],
+    picture: bytes | None = None,
 ) -> str:
     """``seed_run``: the released seed's summary from ``report["runs"]``; ``release``: model
-    name, version, actor, reason, released_at, dagster_run_id, dataset manifest."""
+    name, version, actor, reason, released_at, dagster_run_id, dataset manifest; ``picture``:
+    the released seed's real-versus-imagined PNG (quality/visuals.py), shown inline."""
     family = report["family"]
     dataset = release.get("dataset", {})
     policy = report["policy"]["training"]
@@ -76,6 +81,16 @@ def render_model_card(
         lines.append(
             f"| {g['name']} | {STATUS_MARK[g['status']]} | {_fmt(g['value'])} | {threshold} |"
         )
+    if picture is not None:
+        what = visuals.caption(visuals.is_frame_strip(picture))
+        lines += [
+            "",
+            "## Real versus imagined",
+            "",
+            f"A held-out segment, {what}.",
+            "",
+            visuals.markdown_image(picture, f"seed {seed_run['seed']}"),
+        ]
     lines += [
         "",
         "## Ethical considerations",

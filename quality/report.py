@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from quality import visuals
 from quality.evaluate import verdict
 from quality.gates.common import HEADROOM_REFERENCES
 from quality.gates.family import kind_of
@@ -183,7 +185,9 @@ def _headroom(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: dict[str, Any], pictures: Mapping[int, bytes] | None = None) -> str:
+    """``pictures``: each seed's real-versus-imagined PNG (quality/visuals.py), shown inline
+    after the seed table."""
     gates = report["gates"]
     verdict = "RELEASABLE" if gates["release_pass"] else "BLOCKED"
     common = gates["common"]
@@ -240,4 +244,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_fmt(r['metric_after'])} | {drop} | {r['steps_completed']}/{r['steps']} | "
             f"{_fmt(r.get('samples_per_second'))} | {('`' + sha[:12] + '`') if sha else '-'} |"
         )
+    if pictures:
+        lines += ["", "## Real versus imagined", ""]
+        for seed, png in sorted(pictures.items()):
+            what = visuals.caption(visuals.is_frame_strip(png))
+            lines += [f"Seed {seed}: {what}.", "", visuals.markdown_image(png, f"seed {seed}"), ""]
     return "\n".join(lines) + "\n"

@@ -280,7 +280,7 @@ class _Scale:
         return float((squared / self.var).mean())
 
 
-def _imagine(
+def imagine(
     model: WorldModel, batch: Batch, context: int, actions: Tensor
 ) -> tuple[State, list[State]]:
     """Filter ``context`` observed steps, then imagine ``actions`` ([T, B, A]): the filtered
@@ -336,8 +336,8 @@ def prediction_skill(
         space, predict = observation_predictor(model, train)
         # Frames the family itself predicts (decoded, not read out) are also judged as images.
         frames_shape = train.spec.obs_shape if scale.pooled and space == "decoder" else None
-        filtered, imagined = _imagine(model, batch, context, actions)
-        _, shuffled = _imagine(model, batch, context, actions[:, permutation])
+        filtered, imagined = imagine(model, batch, context, actions)
+        _, shuffled = imagine(model, batch, context, actions[:, permutation])
         linear = linear_dynamics(train)
         linear = linear.to(model.device) if linear is not None else None
         mlp = residual_mlp(train)  # None for images

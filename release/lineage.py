@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from quality.visuals import PICTURE_FILES
 from release.object_store import ObjectStore
 from worldflux.core.files import sha256_file
 from worldflux.training.checkpoint import weights_sha256
@@ -37,6 +39,21 @@ def utc_now() -> str:
 # --------------------------------------------------------------------------- checkpoints
 def checkpoint_prefix(family: str, seed: int) -> str:
     return f"checkpoints/{family}/seed_{seed}"
+
+
+ROLLOUT_PICTURE = PICTURE_FILES[0]  # a seed's real-versus-imagined PNG, beside its record
+
+
+def read_rollout_pictures(
+    store: ObjectStore, family: str, seeds: Iterable[int]
+) -> dict[int, bytes]:
+    """Each seed's real-versus-imagined PNG where its checkpoint run drew one."""
+    pictures = {}
+    for seed in seeds:
+        key = f"{checkpoint_prefix(family, seed)}/{ROLLOUT_PICTURE}"
+        if store.exists(key):
+            pictures[seed] = store.get_bytes(key)
+    return pictures
 
 
 def file_manifest(directory: Path) -> dict[str, str]:

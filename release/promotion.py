@@ -47,7 +47,12 @@ from release.ledger import (
     PromotionEntry,
     canonical_json,
 )
-from release.lineage import LineageError, download_weights, scratch_dir
+from release.lineage import (
+    LineageError,
+    download_weights,
+    read_rollout_pictures,
+    scratch_dir,
+)
 from release.mlflow import RELEASE_EXPERIMENT, Mlflow, MlflowError, model_name
 from release.object_store import ObjectStore, ObjectStoreError
 
@@ -558,6 +563,7 @@ def _promote(
             "dagster_run_id": request.dagster_run_id,
             "dataset": read_manifest(store, report["datasets"][0]["name"]),
         },
+        read_rollout_pictures(store, family, [run["seed"]]).get(run["seed"]),
     )
     details = {
         "intent": intent.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from quality.report import render_markdown, validate_report
@@ -20,15 +21,17 @@ def record_report(
     ledger: Ledger,
     mlflow: Mlflow,
     dagster_run_id: str,
+    pictures: Mapping[int, bytes] | None = None,
 ) -> ReportEntry:
     """Validate the report against its schema, then store it everywhere. The ledger entry is
-    written last: a report the ledger holds is complete in the object store."""
+    written last: a report the ledger holds is complete in the object store. ``pictures``: each
+    seed's real-versus-imagined PNG, shown in the Markdown report and logged to its MLflow run."""
     validate_report(report)
     report = json.loads(json.dumps(report))  # plain JSON (tuples -> lists), as stored everywhere
     family, report_id = report["family"], report["report_id"]
     key = report_key(family, report_id)
     uri = store.put_json(key, report)
-    store.put_bytes(key.removesuffix(".json") + ".md", render_markdown(report).encode())
+    store.put_bytes(key.removesuffix(".json") + ".md", render_markdown(report, pictures).encode())
 
     # Its content hash goes wherever the report is kept, so a release can check they agree.
     tags = {
@@ -48,6 +51,8 @@ def record_report(
         },
     )
     mlflow.log_dict(run_id, report, "gate_report.json")
+    for seed, png in sorted((pictures or {}).items()):
+        mlflow.log_bytes(run_id, png, f"rollout-seed{seed}.png")
     mlflow.end_run(run_id, ok=True)
 
     entry = ReportEntry(

@@ -5,7 +5,9 @@ tdmpc2, trained at its policy's steps (1000), passes every gate; diffusion, trai
 DIFFUSION_STEPS, is blocked: a real failure, not an injected one (see FAILING_GATE).
 """
 
+import base64
 import getpass
+import io
 import json
 import math
 import os
@@ -23,6 +25,7 @@ from unittest import mock
 import dagster as dg
 import pytest
 import torch
+from PIL import Image
 
 from assets.gate_report import ALL_GATES, check_name
 from assets.partitions import SEEDS, checkpoint_key
@@ -30,6 +33,7 @@ from orchestration import cli
 from orchestration import operations as ops
 from orchestration.sensors import gate_report_requests
 from quality.evaluate import gate_names
+from release.decision import report_key
 from release.lineage import checkpoint_prefix
 from release.mlflow import MAX_POINTS
 from tests.integration.ports import free_port
@@ -155,6 +159,22 @@ def test_healthy_family_is_released_with_provenance(platform: Platform, lineage:
         assert f"## {section}" in card
     assert report.report_id in card
     assert tags["checkpoint_sha256"] in card
+    # The released seed's real-versus-imagined plot, inline, as its checkpoint run drew it.
+    seed = promotion.details["seed"]
+    drawn = store.get_bytes(f"{checkpoint_prefix(HEALTHY, seed)}/rollout.png")
+    assert _inline_pngs(card) == [drawn]
+    # The gate report shows every seed's, in the object store's Markdown and in the UI.
+    markdown = store.get_bytes(report_key(HEALTHY, report.report_id).removesuffix(".json") + ".md")
+    pictures = _inline_pngs(markdown.decode())
+    assert len(pictures) == len(SEEDS)
+    for png in pictures:
+        assert Image.open(io.BytesIO(png)).size[0] == 600  # tdmpc2: a plot, 6 in at 100 dpi
+
+
+def _inline_pngs(markdown: str) -> list[bytes]:
+    """The PNGs a Markdown text shows inline (data URIs), decoded."""
+    parts = markdown.split("](data:image/png;base64,")[1:]
+    return [base64.b64decode(p.split(")", 1)[0]) for p in parts]
 
 
 def test_failing_family_is_blocked_in_the_same_run(platform: Platform, lineage: Lineage) -> None:
@@ -280,7 +300,9 @@ def test_runs_set_their_torch_threads_and_hand_them_back(
     assert after == before  # the runs ran in this process and restored its threads
 
 
-def test_checkpoint_run_is_tracked_in_mlflow(platform: Platform, lineage: Lineage) -> None:
+def test_checkpoint_run_is_tracked_in_mlflow(
+    platform: Platform, lineage: Lineage, tmp_path: Path
+) -> None:
     record = platform.store().get_json(f"{checkpoint_prefix(HEALTHY, 0)}/record.json")
     client = platform.mlflow.client()
     run = client.get_run(record["mlflow_run_id"])
@@ -291,7 +313,12 @@ def test_checkpoint_run_is_tracked_in_mlflow(platform: Platform, lineage: Lineag
     assert sorted(m.step for m in history) == list(range(1, HEALTHY_STEPS + 1, stride))
     assert run.inputs.dataset_inputs[0].dataset.digest == record["dataset_digest"][:36]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"loss_curve.png", "seed_run.json"} <= artifacts
+    assert {"loss_curve.png", "seed_run.json", "rollout.png"} <= artifacts
+    # Real versus imagined: tdmpc2's 3 observation dimensions over 10 imagined steps, a plot
+    # 6 inches wide at 100 dpi (frames get a strip and a GIF instead: tests/quality/test_visuals).
+    local = client.download_artifacts(run.info.run_id, "rollout.png", str(tmp_path))
+    image = Image.open(local)
+    assert (image.format, image.size[0]) == ("PNG", 600)
 
 
 def test_the_ui_gets_tables_and_plots(platform: Platform, lineage: Lineage) -> None:
@@ -300,6 +327,12 @@ def test_the_ui_gets_tables_and_plots(platform: Platform, lineage: Lineage) -> N
     png = platform.store().get_bytes(f"{checkpoint_prefix(HEALTHY, 0)}/loss_curve.png")
     assert png.startswith(b"\x89PNG")
     assert metadata["loss_curve"].value.endswith("loss_curve.png")
+    # The rollout picture inline (a data URI in Markdown), the same bytes as the stored one.
+    stored = platform.store().get_bytes(f"{checkpoint_prefix(HEALTHY, 0)}/rollout.png")
+    inline = metadata["rollout"].value.split("data:image/png;base64,")[1].rstrip(")")
+    assert base64.b64decode(inline) == stored
+    assert Image.open(io.BytesIO(stored)).format == "PNG"
+    assert metadata["rollout_png_uri"].value.endswith("rollout.png")
     rows = {r.data["metric"]: r.data for r in metadata["held_out"].records}
     assert float(rows["world_model_loss"]["after"]) < float(rows["world_model_loss"]["before"])
     [report] = _materializations(platform.instance, "gate_report", HEALTHY)[:1]
