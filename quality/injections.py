@@ -128,16 +128,18 @@ class UnseededNoise:
 
 
 class NoisyFrames:
-    """Trains normally, but the frames it decodes in evaluation carry Gaussian noise (std 0.1,
-    the same noise at every call, so re-measured weights agree): what a release manager would
-    see as snow over every imagined frame."""
+    """Trains normally, but the frames it decodes in evaluation carry Gaussian noise (std 0.1):
+    what a release manager would see as snow flickering over every imagined frame. The noise is
+    seeded by the frames themselves, so the same state always gets the same noise (re-measured
+    weights agree) and the next state other noise."""
 
     def decode(self, state: State) -> Any:
         out = super().decode(state)  # type: ignore[misc]
         if self.training or out.observation is None:  # type: ignore[attr-defined]
             return out
         frames = out.observation
-        generator = torch.Generator(device=frames.device).manual_seed(0)
+        seed = int(frames.double().sum().item() * 1e4) % 2**31
+        generator = torch.Generator(device=frames.device).manual_seed(seed)
         noise = torch.randn(frames.shape, generator=generator, device=frames.device)
         return dataclasses.replace(out, observation=frames + 0.1 * noise)
 

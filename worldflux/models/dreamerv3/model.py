@@ -250,7 +250,8 @@ class DreamerV3(WorldModel):
 @register_family(
     "dreamerv3_pixels",
     presets=PIXEL_PRESETS,
-    maturity=Maturity.REFERENCE,
+    # Experimental until it beats persistence on frames (docs/quality-gates.md, issue 15).
+    maturity=Maturity.EXPERIMENTAL,
     description="DreamerV3 on frames: CNN encoder and decoder around the same RSSM",
 )
 class DreamerV3Pixels(DreamerV3):
