@@ -37,8 +37,9 @@ class TrainConfig(dg.Config):
     description=(
         "One family trained with one seed on its policy's data set (read back from the object "
         "store and checked against its manifest). Weights and config go to the object store, "
-        "the run to MLflow (params, per-step metrics, data-set input, loss curve). A diverged "
-        "seed is materialized as a failed seed with its reason."
+        "the run to MLflow (params, per-step metrics, data-set input, loss curve, and real "
+        "versus imagined on a held-out segment, also shown here). A diverged seed is "
+        "materialized as a failed seed with its reason."
     ),
 )
 def checkpoint(
