@@ -573,9 +573,10 @@ def _progress() -> Any:
 
 def _print_timing(lineage: LineageRun, families: list[str], seeds: list[int], wall: float) -> None:
     """Where the wall time went. ``work``: what the assets timed as their own work (seed runs
-    with evaluation, probes and the real-versus-imagined picture, the expectation suite, gate evaluation with its re-runs, a
-    promotion); the rest of a run's time (Dagster bookkeeping, MLflow logging, object store,
-    ledger) is orchestration overhead. With several workers, run time adds up across workers."""
+    with evaluation, probes and the real-versus-imagined picture, the expectation suite, gate
+    evaluation with its re-runs, a promotion); the rest of a run's time (Dagster bookkeeping,
+    MLflow logging, object store, ledger) is orchestration overhead. With several workers, run
+    time adds up across workers."""
     from release.lineage import read_checkpoint_records
 
     defs = lineage.defs

@@ -27,7 +27,7 @@ from quality.skill import PROBE_SEED, imagine, observation_predictor
 from worldflux import WorldModel
 from worldflux.data import TrajectoryDataset
 
-SCALE = 2  # frames are drawn at twice their size (nearest neighbour): 64 px CartPole is small
+DRAWN_SIDE = 64  # smaller frames are enlarged (nearest neighbour) to about this many pixels
 GAP = 2  # pixels between frames, in the background colour
 GAP_COLOUR = (255, 255, 255)
 GIF_STEP_MS = 250
@@ -75,14 +75,21 @@ def imagined_rollout(
     )
 
 
+def scale_for(side: int) -> int:
+    """How many times a frame of ``side`` pixels is enlarged: 32 px twice, 64 px not at all
+    (a strip of 64 px colour frames is already ~180 KB, and reports show every seed's)."""
+    return max(1, DRAWN_SIDE // side)
+
+
 def _rgb(frame: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
-    """[C, H, W] in [0, 1] (C = 1 or 3) -> [H * SCALE, W * SCALE, 3] bytes; values outside
-    [0, 1] (an imagined frame may overshoot) are clipped for display only."""
+    """[C, H, W] in [0, 1] (C = 1 or 3) -> [H * s, W * s, 3] bytes, s = ``scale_for(W)``;
+    values outside [0, 1] (an imagined frame may overshoot) are clipped for display only."""
     image = np.clip(frame, 0.0, 1.0).transpose(1, 2, 0)
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     image = np.round(image * 255).astype(np.uint8)
-    return image.repeat(SCALE, axis=0).repeat(SCALE, axis=1)
+    scale = scale_for(image.shape[1])
+    return image.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
 def _grid(rows: list[list[npt.NDArray[np.uint8]]]) -> npt.NDArray[np.uint8]:

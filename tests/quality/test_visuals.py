@@ -36,7 +36,7 @@ def test_the_strip_has_a_row_of_real_and_a_row_of_imagined_frames(
     frames_rollout: visuals.Rollout,
 ) -> None:
     image = Image.open(io.BytesIO(visuals.strip_png(frames_rollout)))
-    side = 32 * visuals.SCALE
+    side = 32 * visuals.scale_for(32)
     assert image.format == "PNG"
     assert image.size == (7 * (side + visuals.GAP) - visuals.GAP, 2 * side + visuals.GAP)
     pixels = np.asarray(image.convert("RGB"))
@@ -49,7 +49,7 @@ def test_the_strip_has_a_row_of_real_and_a_row_of_imagined_frames(
 
 def test_the_gif_animates_every_step_side_by_side(frames_rollout: visuals.Rollout) -> None:
     image = Image.open(io.BytesIO(visuals.rollout_gif(frames_rollout)))
-    side = 32 * visuals.SCALE
+    side = 32 * visuals.scale_for(32)
     assert image.format == "GIF"
     assert image.n_frames == 7
     assert image.size == (2 * side + visuals.GAP, side)
