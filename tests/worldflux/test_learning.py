@@ -31,12 +31,21 @@ def _skill(family: str, data: TrajectoryDataset, steps: int, seed: int) -> dict[
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("family", "dataset"), [("dreamerv3", "cartpole"), ("tdmpc2", "pendulum")])
+@pytest.mark.parametrize(
+    ("family", "dataset", "seeds"),
+    [
+        ("dreamerv3", "cartpole", SEEDS),
+        # tdmpc2's three seeds at these steps and batch shape are the healthy sweep of
+        # tests/quality/test_gate_power.py (every seed's skill, 5- and 10-step skill gates);
+        # here one seed for what that sweep does not check (the shuffled actions).
+        ("tdmpc2", "pendulum", range(1)),
+    ],
+)
 def test_every_seed_imagines_far_better_than_the_trivial_baselines(
-    family: str, dataset: str, request: pytest.FixtureRequest
+    family: str, dataset: str, seeds: range, request: pytest.FixtureRequest
 ) -> None:
     data: TrajectoryDataset = request.getfixturevalue(dataset)
-    for seed in SEEDS:
+    for seed in seeds:
         probe = _skill(family, data, STEPS, seed)
         figures = probe["horizons"]
         assert probe["skill"] >= MIN_SKILL, (seed, figures)
