@@ -1,5 +1,6 @@
-"""DreamerV3's image pathway (Hafner et al. 2023, appendix: "the image encoder is a CNN with
-stride-2 4x4 convolutions ... the decoder mirrors it with transposed convolutions").
+"""DreamerV3's image pathway (Hafner et al. 2023, appendix, paraphrased: a CNN of stride-2
+4 x 4 convolutions that halve the resolution down to 4 x 4 and double the channels, mirrored by
+transposed convolutions in the decoder).
 
 Encoder, for a frame [C, S, S] with pixels in [0, 1] and S = 4 * 2^k:
     x = frame - 0.5
