@@ -218,6 +218,7 @@ def generate_bundled(out_dir: Path, names: list[str] | None = None) -> dict[str,
     for rendering in pixels.RENDERINGS.values():
         if rendering.source in entries:
             sha256 = str(entries[rendering.source]["sha256"])
+            # Rendered from the file as written, as ``load_derived`` will render it on load.
             source = TrajectoryDataset.load(
                 out_dir / str(entries[rendering.source]["file"]), expected_sha256=sha256
             )
