@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 
 from quality import visuals
-from release.lineage import ROLLOUT_PICTURE
+from release.lineage import ROLLOUT_ANIMATION, ROLLOUT_PICTURE
 
 
 def table(rows: Sequence[dict[str, Any]]) -> dg.TableMetadataValue:
@@ -41,10 +41,8 @@ def rollout_metadata(pictures: dict[str, bytes], stored: dict[str, str]) -> dict
     showing a plot in asset metadata), and where every picture is stored."""
     if ROLLOUT_PICTURE not in pictures:
         return {}
-    what = visuals.caption("rollout.gif" in pictures)
+    picture = visuals.Picture(pictures[ROLLOUT_PICTURE], frames=ROLLOUT_ANIMATION in pictures)
     return {
-        "rollout": dg.MetadataValue.md(
-            f"{what}\n\n{visuals.markdown_image(pictures[ROLLOUT_PICTURE], what)}"
-        ),
+        "rollout": dg.MetadataValue.md(f"{picture.caption}\n\n{picture.markdown(picture.caption)}"),
         **{f"rollout_{n.split('.')[-1]}_uri": dg.MetadataValue.path(u) for n, u in stored.items()},
     }

@@ -13,7 +13,7 @@ def render_model_card(
     report: dict[str, Any],
     seed_run: dict[str, Any],
     release: dict[str, Any],
-    picture: bytes | None = None,
+    picture: visuals.Picture | None = None,
 ) -> str:
     """``seed_run``: the released seed's summary from ``report["runs"]``; ``release``: model
     name, version, actor, reason, released_at, dagster_run_id, dataset manifest; ``picture``:
@@ -82,14 +82,13 @@ def render_model_card(
             f"| {g['name']} | {STATUS_MARK[g['status']]} | {_fmt(g['value'])} | {threshold} |"
         )
     if picture is not None:
-        what = visuals.caption(visuals.is_frame_strip(picture))
         lines += [
             "",
             "## Real versus imagined",
             "",
-            f"A held-out segment, {what}.",
+            f"A held-out segment, {picture.caption}.",
             "",
-            visuals.markdown_image(picture, f"seed {seed_run['seed']}"),
+            picture.markdown(f"seed {seed_run['seed']}"),
         ]
     lines += [
         "",

@@ -185,7 +185,9 @@ def _headroom(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_markdown(report: dict[str, Any], pictures: Mapping[int, bytes] | None = None) -> str:
+def render_markdown(
+    report: dict[str, Any], pictures: Mapping[int, visuals.Picture] | None = None
+) -> str:
     """``pictures``: each seed's real-versus-imagined PNG (quality/visuals.py), shown inline
     after the seed table."""
     gates = report["gates"]
@@ -246,7 +248,6 @@ def render_markdown(report: dict[str, Any], pictures: Mapping[int, bytes] | None
         )
     if pictures:
         lines += ["", "## Real versus imagined", ""]
-        for seed, png in sorted(pictures.items()):
-            what = visuals.caption(visuals.is_frame_strip(png))
-            lines += [f"Seed {seed}: {what}.", "", visuals.markdown_image(png, f"seed {seed}"), ""]
+        for seed, picture in sorted(pictures.items()):
+            lines += [f"Seed {seed}: {picture.caption}.", "", picture.markdown(f"seed {seed}"), ""]
     return "\n".join(lines) + "\n"

@@ -192,22 +192,25 @@ def of_checkpoint(
     return pictures(imagined_rollout(model, train, held_out, horizon), title)
 
 
-def markdown_image(png: bytes, caption: str) -> str:
-    """An inline PNG for Markdown (a data URI): the report, the model card and the Dagster UI
-    show it without fetching anything."""
-    encoded = base64.b64encode(png).decode("ascii")
-    return f"![{caption}](data:image/png;base64,{encoded})"
+@dataclass(frozen=True)
+class Picture:
+    """A stored real-versus-imagined PNG and whether it shows frames (a strip) or a plot."""
+
+    png: bytes
+    frames: bool
+
+    @property
+    def caption(self) -> str:
+        return caption(self.frames)
+
+    def markdown(self, title: str) -> str:
+        """Inline Markdown (a data URI): the report, the model card and the Dagster UI show it
+        without fetching anything."""
+        encoded = base64.b64encode(self.png).decode("ascii")
+        return f"![{title}](data:image/png;base64,{encoded})"
 
 
-def caption(png_of_frames: bool) -> str:
-    if png_of_frames:
+def caption(frames: bool) -> str:
+    if frames:
         return "real (top row) vs imagined (bottom row); step 0 = the last filtered frame"
     return "real (solid) vs imagined (dashed) observations; step 0 = the last filtered step"
-
-
-def is_frame_strip(png: bytes) -> bool:
-    """A frame strip (two rows of frames) rather than a plot: told by its shape."""
-    from PIL import Image
-
-    width, height = Image.open(io.BytesIO(png)).size
-    return width > 2 * height

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from quality.visuals import PICTURE_FILES
+from quality.visuals import PICTURE_FILES, Picture
 from release.object_store import ObjectStore
 from worldflux.core.files import sha256_file
 from worldflux.training.checkpoint import weights_sha256
@@ -41,18 +41,22 @@ def checkpoint_prefix(family: str, seed: int) -> str:
     return f"checkpoints/{family}/seed_{seed}"
 
 
-ROLLOUT_PICTURE = PICTURE_FILES[0]  # a seed's real-versus-imagined PNG, beside its record
+ROLLOUT_PICTURE, ROLLOUT_ANIMATION = PICTURE_FILES  # beside a seed's record: PNG; GIF for frames
 
 
 def read_rollout_pictures(
     store: ObjectStore, family: str, seeds: Iterable[int]
-) -> dict[int, bytes]:
-    """Each seed's real-versus-imagined PNG where its checkpoint run drew one."""
+) -> dict[int, Picture]:
+    """Each seed's real-versus-imagined picture where its checkpoint run drew one; a seed with
+    an animation beside it drew frames."""
     pictures = {}
     for seed in seeds:
-        key = f"{checkpoint_prefix(family, seed)}/{ROLLOUT_PICTURE}"
-        if store.exists(key):
-            pictures[seed] = store.get_bytes(key)
+        prefix = checkpoint_prefix(family, seed)
+        if store.exists(f"{prefix}/{ROLLOUT_PICTURE}"):
+            pictures[seed] = Picture(
+                store.get_bytes(f"{prefix}/{ROLLOUT_PICTURE}"),
+                frames=store.exists(f"{prefix}/{ROLLOUT_ANIMATION}"),
+            )
     return pictures
 
 

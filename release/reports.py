@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from quality.report import render_markdown, validate_report
+from quality.visuals import Picture
 from release.decision import report_key
 from release.ledger import Ledger, ReportEntry, canonical_sha256
 from release.mlflow import REPORT_EXPERIMENT, Mlflow
@@ -21,7 +22,7 @@ def record_report(
     ledger: Ledger,
     mlflow: Mlflow,
     dagster_run_id: str,
-    pictures: Mapping[int, bytes] | None = None,
+    pictures: Mapping[int, Picture] | None = None,
 ) -> ReportEntry:
     """Validate the report against its schema, then store it everywhere. The ledger entry is
     written last: a report the ledger holds is complete in the object store. ``pictures``: each
@@ -51,8 +52,8 @@ def record_report(
         },
     )
     mlflow.log_dict(run_id, report, "gate_report.json")
-    for seed, png in sorted((pictures or {}).items()):
-        mlflow.log_bytes(run_id, png, f"rollout-seed{seed}.png")
+    for seed, picture in sorted((pictures or {}).items()):
+        mlflow.log_bytes(run_id, picture.png, f"rollout-seed{seed}.png")
     mlflow.end_run(run_id, ok=True)
 
     entry = ReportEntry(

@@ -79,10 +79,11 @@ def test_reports_and_model_cards_show_each_seeds_picture(frames_rollout: visuals
     from tests.quality.records import repeat_pair, seed_record
 
     strip = visuals.strip_png(frames_rollout)
+    picture = visuals.Picture(strip, frames=True)
     policy, runs, repeats = load_policy("tdmpc2"), [seed_record(s) for s in range(3)], repeat_pair()
     gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=(3,))
     report = build_report(runs, policy, gates, repeats=repeats)
-    markdown = render_markdown(report, {0: strip, 1: strip})
+    markdown = render_markdown(report, {0: picture, 1: picture})
     assert "## Real versus imagined" in markdown
     assert "Seed 0: real (top row) vs imagined (bottom row)" in markdown
     assert markdown.count("data:image/png;base64,") == 2
@@ -92,6 +93,8 @@ def test_reports_and_model_cards_show_each_seeds_picture(frames_rollout: visuals
         "model_name": "worldflux-x", "version": 1, "actor": "alice", "reason": "r",
         "released_at": "now", "dagster_run_id": "d", "dataset": {},
     }  # fmt: skip
-    card = render_model_card(report, run, release, strip)
+    card = render_model_card(report, run, release, picture)
     encoded = card.split("](data:image/png;base64,")[1].split(")", 1)[0]
     assert base64.b64decode(encoded) == strip
+    plot = render_model_card(report, run, release, visuals.Picture(strip, frames=False))
+    assert "real (solid) vs imagined (dashed)" in plot
