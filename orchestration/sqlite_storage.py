@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 # Each run has its own event database; a long-lived process (the webserver, a run-queue worker)
 # keeps this many open and closes the least recently used.
 OPEN_SHARDS = 16
+# How long the live-log watcher waits before its second read of a change (``RunLogWatch``).
+SETTLE_SECONDS = 0.05
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -83,7 +86,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         """Create a new shard (every run has one) as a copy of an empty database that Dagster's
         own ``_initdb`` built once in this process: the same tables, WAL journal and migration
         stamp, without loading Dagster's ~90 migration scripts again for every run (~0.1 s).
-        False when the file exists, or appeared meanwhile (another process created it)."""
+        False when the file exists, appeared meanwhile (another process created it), or the
+        file system has no hard links: Dagster's own initialisation then takes over."""
         path = self.path_for_shard(shard)
         if os.path.exists(path):
             return False
@@ -97,7 +101,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         Path(partial).write_bytes(self._empty_shard)
         try:
             os.link(partial, path)  # atomic, and fails rather than replace another's file
-        except FileExistsError:
+        except OSError:  # it exists (another process made it), or no hard links here
             return False
         finally:
             os.unlink(partial)
@@ -157,7 +161,7 @@ class RunLogWatch(PatternMatchingEventHandler):
     Dagster's own watcher waits for the run's ``.db`` file to change, which with connections
     closed after every write happens at each write (the closing checkpoint). Kept open, the
     connection commits into the ``-wal`` file and the ``.db`` file changes only at a checkpoint,
-    so this watcher wakes on either."""
+    so this watcher wakes on either, and reads a second time once a commit has settled."""
 
     def __init__(
         self,
@@ -174,6 +178,16 @@ class RunLogWatch(PatternMatchingEventHandler):
         self._cursor = cursor
 
     def on_modified(self, event: FileSystemEvent) -> None:
+        # A commit is written to the -wal file a moment before SQLite publishes it in the -shm
+        # index (shared memory: no file event), so a read on the event can miss the last
+        # commit, and nothing wakes us again. Read, then read once more after it has settled.
+        if self._deliver_new():
+            return
+        time.sleep(SETTLE_SECONDS)
+        self._deliver_new()
+
+    def _deliver_new(self) -> bool:
+        """Call back with the events after the cursor; True once the run has ended."""
         page = self._storage.get_records_for_run(self._run_id, self._cursor)
         if page.cursor:
             self._cursor = page.cursor
@@ -191,3 +205,5 @@ class RunLogWatch(PatternMatchingEventHandler):
                 DagsterRunStatus.CANCELED,
             ):
                 self._storage.end_watch(self._run_id, self._callback)
+                return True
+        return False
