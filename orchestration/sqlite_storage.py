@@ -7,26 +7,25 @@ against ~0.9 ms with the connection kept; a gate report writes ~70 events, so at
 this alone was several points of orchestration overhead (docs/orchestration.md#measured).
 
 These subclasses change only where connections come from: one pooled engine per database
-file, created on first use and disposed when the instance closes. Tables, files, locking and
-the WAL journal are Dagster's, so an instance written by either storage reads with the other,
-and several processes still share the files through SQLite's own locks. The embedded
+file, created on first use and disposed when the instance closes; a new run's database is
+copied from an empty one Dagster built; and a stored event touches its run's file, so Dagster's
+live-log watcher still wakes (``store_event``). Tables, files, locking and the WAL journal are
+Dagster's, so an instance written by either storage reads with the other, and several
+processes still share the files through SQLite's own locks. The embedded
 dagster.yaml selects them (``Settings.instance_yaml``); PostgreSQL deployments do not use them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster._core.storage.dagster_run import DagsterRunStatus
-from dagster._core.storage.event_log.base import EventLogCursor
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
@@ -37,16 +36,10 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
-from watchdog.events import FileSystemEvent, PatternMatchingEventHandler
-from watchdog.observers import Observer
-
-log = logging.getLogger(__name__)
 
 # Each run has its own event database; a long-lived process (the webserver, a run-queue worker)
 # keeps this many open and closes the least recently used.
 OPEN_SHARDS = 16
-# How long the live-log watcher waits before its second read of a change (``RunLogWatch``).
-SETTLE_SECONDS = 0.05
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -113,17 +106,16 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
             yield conn
 
-    def watch(self, run_id: str, cursor: str | None, callback: Callable[..., Any]) -> None:
-        # As the base class, with a watcher that also wakes on the run's -wal file.
-        if not self._obs:
-            observer = Observer()
-            observer.start()
-            self._obs = observer  # type: ignore[assignment]  # the base declares it None
-        handler = RunLogWatch(self, run_id, callback, cursor)
-        self._watchers[run_id][callback] = (
-            handler,
-            self._obs.schedule(handler, self._base_dir, recursive=True),  # type: ignore[attr-defined]
-        )
+    def store_event(self, event: EventLogEntry) -> None:
+        super().store_event(event)
+        # Dagster's live-log watcher (the UI's run view) wakes when the run's .db file changes,
+        # which with the connection kept open happens only at a checkpoint: commits go to the
+        # -wal file, and SQLite publishes them in its -shm index (shared memory, no file event)
+        # just after writing them there. Touching the file now, after the commit, wakes the
+        # watcher when the event can be read.
+        path = self.path_for_shard(event.run_id)
+        if os.path.exists(path):
+            os.utime(path)
 
     def dispose(self) -> None:
         super().dispose()
@@ -153,57 +145,3 @@ class PooledSqliteRunStorage(SqliteRunStorage):
     def dispose(self) -> None:
         super().dispose()
         self._pooled.dispose()
-
-
-class RunLogWatch(PatternMatchingEventHandler):
-    """Calls back with a run's new events when its database changes (the UI's live run log).
-
-    Dagster's own watcher waits for the run's ``.db`` file to change, which with connections
-    closed after every write happens at each write (the closing checkpoint). Kept open, the
-    connection commits into the ``-wal`` file and the ``.db`` file changes only at a checkpoint,
-    so this watcher wakes on either, and reads a second time once a commit has settled."""
-
-    def __init__(
-        self,
-        storage: SqliteEventLogStorage,
-        run_id: str,
-        callback: Callable[..., Any],
-        cursor: str | None,
-    ) -> None:
-        path = storage.path_for_shard(run_id)
-        super().__init__(patterns=[path, f"{path}-wal"])
-        self._storage = storage
-        self._run_id = run_id
-        self._callback = callback
-        self._cursor = cursor
-
-    def on_modified(self, event: FileSystemEvent) -> None:
-        # A commit is written to the -wal file a moment before SQLite publishes it in the -shm
-        # index (shared memory: no file event), so a read on the event can miss the last
-        # commit, and nothing wakes us again. Read, then read once more after it has settled.
-        if self._deliver_new():
-            return
-        time.sleep(SETTLE_SECONDS)
-        self._deliver_new()
-
-    def _deliver_new(self) -> bool:
-        """Call back with the events after the cursor; True once the run has ended."""
-        page = self._storage.get_records_for_run(self._run_id, self._cursor)
-        if page.cursor:
-            self._cursor = page.cursor
-        for record in page.records:
-            try:
-                status = self._callback(
-                    record.event_log_entry, str(EventLogCursor.from_storage_id(record.storage_id))
-                )
-            except Exception:
-                log.exception("Exception in callback for event watch on run %s.", self._run_id)
-                continue
-            if status in (
-                DagsterRunStatus.SUCCESS,
-                DagsterRunStatus.FAILURE,
-                DagsterRunStatus.CANCELED,
-            ):
-                self._storage.end_watch(self._run_id, self._callback)
-                return True
-        return False
