@@ -135,7 +135,9 @@ def build_report(
     stats = common.success_stats(runs, policy)
     results = [g.to_dict() for g in gates]
     decided = verdict(results)
-    created = (created_at or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
+    # Microseconds: the same evidence evaluated twice in one second (a gate report run, then a
+    # release run with gates) must get two report ids; the ledger refuses a repeated one.
+    created = (created_at or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
     datasets = sorted(
         {(r["dataset"], r.get("dataset_digest"), r.get("dataset_file")) for r in runs},
         key=lambda d: d[0],

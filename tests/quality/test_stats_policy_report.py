@@ -132,3 +132,15 @@ def test_schema_accepts_a_valid_report_and_names_violations() -> None:
     broken["schema_version"] = 1
     with pytest.raises(ReportError, match="schema_version"):
         validate_report(broken)
+
+
+def test_the_same_evidence_evaluated_twice_gets_two_report_ids() -> None:
+    """A gate report run and a release run with gates can judge the same seeds within one
+    second; the ledger refuses a repeated report id, so the ids must differ."""
+    policy = load_policy("tdmpc2")
+    runs, repeats = [seed_record(s) for s in range(3)], repeat_pair()
+    gates = evaluate_gates(runs, policy, repeats=repeats, obs_shape=(3,))
+    first = build_report(runs, policy, gates, repeats=repeats)
+    second = build_report(runs, policy, gates, repeats=repeats)
+    assert first["report_id"] != second["report_id"]
+    validate_report(second)
