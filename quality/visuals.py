@@ -201,16 +201,12 @@ class Picture:
 
     @property
     def caption(self) -> str:
-        return caption(self.frames)
+        if self.frames:
+            return "real (top row) vs imagined (bottom row); step 0 = the last filtered frame"
+        return "real (solid) vs imagined (dashed) observations; step 0 = the last filtered step"
 
     def markdown(self, title: str) -> str:
         """Inline Markdown (a data URI): the report, the model card and the Dagster UI show it
         without fetching anything."""
         encoded = base64.b64encode(self.png).decode("ascii")
         return f"![{title}](data:image/png;base64,{encoded})"
-
-
-def caption(frames: bool) -> str:
-    if frames:
-        return "real (top row) vs imagined (bottom row); step 0 = the last filtered frame"
-    return "real (solid) vs imagined (dashed) observations; step 0 = the last filtered step"
