@@ -197,7 +197,7 @@ INJECTIONS: tuple[Injection, ...] = (
     # (docs/quality-gates.md); a blocked sweep of theirs is a false block.
     *(
         Injection(f"healthy {family}", family, (), "control: real data", expect_pass=True)
-        for family in ("tdmpc2", "token", "diffusion")
+        for family in ("tdmpc2", "token", "diffusion", "dreamerv3_pixels")
     ),
     *(
         Injection(
@@ -269,7 +269,7 @@ INJECTIONS: tuple[Injection, ...] = (
     Injection(
         "frozen lr (frames)",
         "dreamerv3_pixels",
-        ("prediction.psnr_5", "prediction.ssim_5"),
+        ("prediction.psnr_5", "prediction.ssim_10"),
         "lr 1e-12: the decoder keeps its initial mid-grey frames, which the last real frame "
         "held still beats",
         per_seed={i: FROZEN for i in range(3)},
@@ -277,7 +277,7 @@ INJECTIONS: tuple[Injection, ...] = (
     Injection(
         "noisy frames",
         "dreamerv3_pixels",
-        ("prediction.psnr_5", "prediction.ssim_5", "prediction.temporal_consistency"),
+        ("prediction.psnr_5", "prediction.ssim_10", "prediction.temporal_consistency"),
         "decoded frames carry Gaussian noise (std 0.1) in evaluation",
         factory=_subclass_factory(NoisyFrames),
     ),

@@ -3,13 +3,15 @@ the RSSM, at WorldFlux's ``ci`` image sizes."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import worldflux
 from worldflux.core.errors import ConfigError
 from worldflux.data import TrajectoryDataset, load_bundled
-from worldflux.models.dreamerv3.vision import ConvDecoder, ConvEncoder
+from worldflux.models.dreamerv3.vision import ConvDecoder, ConvEncoder, random_shift
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +79,52 @@ def test_grey_frames_at_32_px_use_three_stages() -> None:
 def test_the_vector_family_is_unchanged() -> None:
     model = worldflux.create_world_model("dreamerv3:ci", obs_shape=(4,), action_dim=2)
     assert not any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def test_random_shift_moves_each_sequence_by_one_offset_within_the_pad() -> None:
+    torch.manual_seed(0)
+    frames = torch.zeros(64, 3, 1, 16, 16)
+    frames[:, :, 0, 8, 8] = 1.0  # a dot at the centre of every frame
+    frames[:, 1, 0, 8, 9] = 1.0  # and one that moves right in the second step
+    shifted = random_shift(frames, 2)
+    assert shifted.shape == frames.shape
+    offsets = set()
+    for sequence in shifted:
+        dots = [sorted(map(tuple, (f[0] == 1).nonzero().tolist())) for f in sequence]
+        y, x = dots[0][0]
+        assert dots[2] == [(y, x)]  # the same offset at every step of a sequence
+        assert dots[1] == [(y, x), (y, x + 1)]  # so the motion is unchanged
+        offsets.add((y - 8, x - 8))
+    assert {dy for dy, _ in offsets} == {dx for _, dx in offsets} == {-2, -1, 0, 1, 2}
+    # Edges are replicated, not filled with black: a white frame stays white.
+    assert torch.equal(random_shift(torch.ones(4, 2, 3, 8, 8), 3), torch.ones(4, 2, 3, 8, 8))
+
+
+def test_the_shift_applies_in_training_only() -> None:
+    data = load_bundled("cartpole_pixels")
+    batch = data.fixed_batches(1, 4, 6, seed=0)[0]
+    plain = worldflux.create_world_model_for("dreamerv3_pixels:xxs", data.spec, shift_pixels=0)
+    shifting = worldflux.create_world_model_for("dreamerv3_pixels:xxs", data.spec)
+    assert shifting.config.shift_pixels == 2
+    shifting.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        plain.eval(), shifting.eval()
+        seen = [m.loss(batch).components["reconstruction"].item() for m in (plain, shifting)]
+        assert seen[0] == seen[1]  # evaluation sees the frames as they are
+        plain.train(), shifting.train()
+        torch.manual_seed(1)
+        trained_on = shifting.loss(batch).components["reconstruction"].item()
+        torch.manual_seed(1)  # the same draws: the shift first, then the latents' noise
+        moved = dataclasses.replace(batch, obs=random_shift(batch.obs, 2))
+        expected = plain.loss(moved).components["reconstruction"].item()
+    assert not torch.equal(moved.obs, batch.obs)
+    assert trained_on == expected
+
+
+def test_a_shift_needs_frames() -> None:
+    with pytest.raises(ConfigError, match="shift_pixels"):
+        worldflux.create_world_model("dreamerv3:ci", obs_shape=(4,), action_dim=2, shift_pixels=2)
+    with pytest.raises(ConfigError, match="shift_pixels"):
+        worldflux.create_world_model(
+            "dreamerv3_pixels:ci", obs_shape=(1, 32, 32), action_dim=2, shift_pixels=-1
+        )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,16 +59,10 @@ def test_listed_as_derived_and_the_file_manifest_is_untouched() -> None:
     )
 
 
-def test_rendering_is_fast_and_deterministic(cartpole: TrajectoryDataset) -> None:
+def test_rendering_is_deterministic(cartpole: TrajectoryDataset) -> None:
     states = cartpole.columns()["observation"]
     states = states[cartpole.columns()["episode"] < GREY.episodes]
-    seconds = []
-    outputs = []
-    for _ in range(2):  # best of two: the CPU is shared with other work
-        start = time.perf_counter()
-        outputs.append(pixels.render_cartpole(states))
-        seconds.append(time.perf_counter() - start)
-    assert min(seconds) < 1.0, seconds
+    outputs = [pixels.render_cartpole(states) for _ in range(2)]
     assert np.array_equal(outputs[0], outputs[1])
     entry = {e["name"]: e for e in list_bundled()}["cartpole_pixels"]
     assert pixels.observation_sha256(outputs[0]) == entry["observation_sha256"]

@@ -14,6 +14,7 @@ Every term is non-negative, so the total is the world-model loss the gates compa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -30,7 +31,7 @@ from worldflux.models.dreamerv3.cell import (
     softmax,
 )
 from worldflux.models.dreamerv3.config import PIXEL_PRESETS, PRESETS, DreamerV3Config
-from worldflux.models.dreamerv3.vision import ConvDecoder, ConvEncoder, pixel_error
+from worldflux.models.dreamerv3.vision import ConvDecoder, ConvEncoder, pixel_error, random_shift
 from worldflux.nn import ObservationScaler, TwoHot, mlp, symexp, symlog
 
 
@@ -219,6 +220,8 @@ class DreamerV3(WorldModel):
 
     def loss(self, batch: Batch) -> LossOutput:
         c: DreamerV3Config = self.config
+        if c.shift_pixels and self.training:
+            batch = dataclasses.replace(batch, obs=random_shift(batch.obs, c.shift_pixels))
         h, z, post_logits = self.observe(batch)
         feat = torch.cat([h, z], -1)
         recon = self._reconstruction(feat, batch.obs.transpose(0, 1))

@@ -120,3 +120,16 @@ def pixel_error(prediction: Tensor, frames: Tensor) -> Tensor:
     """Squared error summed over each frame's pixels, averaged over frames [..., C, S, S]
     (reduced in one pass: no per-pixel error tensor is kept)."""
     return F.mse_loss(prediction, frames, reduction="sum") / frames[..., 0, 0, 0].numel()
+
+
+def random_shift(frames: Tensor, pad: int) -> Tensor:
+    """Frames [B, T, C, S, S] each sequence moved by one random offset in [-pad, pad] pixels on
+    both axes, edges replicated (DrQ's random shift, Kostrikov et al. 2021, as TD-MPC2 uses it on
+    frames; one offset per sequence, so its motion is unchanged). Draws from torch's generator."""
+    batch, steps, channels, height, width = frames.shape
+    padded = F.pad(frames.reshape(batch, steps * channels, height, width), (pad,) * 4, "replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (batch, 2)).tolist()
+    shifted = torch.stack(
+        [padded[i, :, y : y + height, x : x + width] for i, (y, x) in enumerate(offsets)]
+    )
+    return shifted.reshape(frames.shape)
