@@ -89,12 +89,14 @@ FAULTS = [
 
 
 def _fast(item: Injection) -> tuple[Injection, Policy]:
-    """Frame faults with one seed (the frame gates judge every finished seed, so one is enough to
-    fail them; scripts/gate_power.py runs them on the policy's seeds)."""
+    """Frame faults with one seed at the `ci` sizes (the frame gates judge every finished seed,
+    so one is enough to fail them, and what fails them is the fault, not the model's size;
+    scripts/gate_power.py runs them at the policy's preset and seeds)."""
     policy = _relaxed_latency(item.family)
     if item.family != "dreamerv3_pixels":
         return item, policy
-    return dataclasses.replace(item, seeds=1), policy
+    training = {**policy.training, "preset": "ci"}
+    return dataclasses.replace(item, seeds=1), dataclasses.replace(policy, training=training)
 
 
 @pytest.mark.parametrize("name", FAULTS)

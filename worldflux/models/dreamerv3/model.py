@@ -9,7 +9,8 @@ Heads read feat = [h_t, z_t]: decoder -> symlog(x_t) (frames: x_t itself), rewar
 continue (Bernoulli).
 Loss = recon_scale * recon + reward + continue + beta_dyn * max(free, KL[sg(q) || p])
                                 + beta_rep * max(free, KL[q || sg(p)])
-Every term is non-negative, so the total is the world-model loss the gates compare.
+Every term is non-negative, so the total is the world-model loss the gates compare. Frames may be
+shifted at random in training (``shift_pixels``, one offset per sequence; vision.random_shift).
 """
 
 from __future__ import annotations
