@@ -371,15 +371,15 @@ def prediction_skill(
             if frames_shape is not None:
                 figures.update(_frame_figures(predicted, truth, last, frames_shape, scale.peak))
             per_horizon[str(k)] = figures
-    finally:
-        model.train(was_training)
-        if frames_shape is not None:
+        if frames_shape is not None:  # decoded in evaluation mode, as every figure above
             temporal = {
                 "imagined": frames.rms_change(
                     torch.stack([predict(filtered), *(predict(state) for state in imagined)])
                 ),
                 "real": frames.rms_change(batch.obs[:, start:].transpose(0, 1)),
             }
+    finally:
+        model.train(was_training)
     model_total = sum(f["model"] for f in per_horizon.values())
     baseline_total = sum(f[f["baseline"]] for f in per_horizon.values())
     return {

@@ -139,3 +139,31 @@ def test_the_skill_probe_measures_decoded_frames_against_persistence() -> None:
     probe = prediction_skill(model, vectors, vectors, [1], batch_size=8)
     assert "psnr" not in probe["horizons"]["1"]
     assert "temporal" not in probe
+
+
+def test_temporal_change_is_measured_in_evaluation_mode_like_every_other_figure() -> None:
+    """A seed run probes a model still in training mode; the probe must judge the frames it
+    decodes in evaluation, where an eval-only fault (``noisy frames``) shows. Measured in
+    training mode, the temporal figures missed that noise (found by scripts/gate_power.py)."""
+    from quality.injections import NoisyFrames
+    from quality.skill import prediction_skill
+    from worldflux.data import load_bundled
+    from worldflux.models.dreamerv3.model import DreamerV3Pixels
+
+    class Noisy(NoisyFrames, DreamerV3Pixels):
+        pass
+
+    data = load_bundled("cartpole_pixels")
+    torch.manual_seed(0)
+    clean = worldflux.create_world_model_for("dreamerv3_pixels:ci", data.spec)
+    noisy = Noisy(clean.spec)
+    noisy.load_state_dict(clean.state_dict())
+    handed_in_training = prediction_skill(noisy.train(), data, data, [1, 3], batch_size=8)
+    assert noisy.training  # the probe hands the model back as it found it
+    handed_in_eval = prediction_skill(noisy.eval(), data, data, [1, 3], batch_size=8)
+    assert handed_in_training["temporal"] == handed_in_eval["temporal"]
+    without_noise = prediction_skill(clean.train(), data, data, [1, 3], batch_size=8)
+    assert handed_in_training["temporal"]["real"] == without_noise["temporal"]["real"]
+    # The snow is in the figures: every imagined frame-to-frame change differs from the clean one.
+    snowy, clean_changes = (p["temporal"]["imagined"] for p in (handed_in_training, without_noise))
+    assert all(abs(a - b) > 1e-3 for a, b in zip(snowy, clean_changes, strict=True))
