@@ -29,6 +29,7 @@ import torch
 import worldflux
 from quality.seed_run import split
 from quality.skill import prediction_skill
+from worldflux import WorldFluxError
 from worldflux.data import TrajectoryDataset, load_bundled
 from worldflux.data.schema import DatasetSpec
 from worldflux.training import Trainer, TrainerConfig
@@ -96,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.every < 1:
         parser.error("--steps and --every must be >= 1")
     torch.set_num_threads(args.threads)
-    data = load_bundled(args.dataset)
+    try:
+        data = load_bundled(args.dataset)
+    except WorldFluxError as err:
+        parser.error(f"--dataset {args.dataset!r}: {err}")
     if args.keep is not None:
         try:
             keep = [int(k) for k in args.keep.split(",")]
@@ -108,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     train, held_out = split(data)
     torch.manual_seed(args.seed)
-    model = worldflux.create_world_model_for(args.model, data.spec, **dict(args.override))
+    try:
+        model = worldflux.create_world_model_for(args.model, data.spec, **dict(args.override))
+    except WorldFluxError as err:
+        parser.error(f"--model {args.model!r} with {dict(args.override)}: {err}")
     config = TrainerConfig(
         steps=args.steps, batch_size=16, seq_len=16, lr=args.lr, seed=args.seed, eval_batches=1
     )

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 from quality.report import validate_report
 from worldflux.data import TrajectoryDataset, load_bundled
@@ -141,3 +145,42 @@ def test_dataset_file_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     unfit = refused(vectors, models="tdmpc2,vjepa2")
     assert "does not fit vjepa2" in unfit
     assert "image observations" in unfit
+
+
+def test_learning_curve_probes_while_training_and_refuses_bad_input(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """scripts/learning_curve.py (the diagnosis behind the pixel preset, docs/worldflux.md) on
+    CartPole without its velocities: a probe every 2 steps and at the end, and clear errors."""
+    run = _run(
+        "scripts/learning_curve.py", "--model", "dreamerv3:ci", "--dataset", "cartpole",
+        "--keep", "0,2", "--steps", "5", "--every", "2", "--override", "stoch=8",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "dreamerv3:ci on cartpole {'stoch': 8}"
+    assert [line.split(" (")[0] for line in lines[1:]] == ["step 2", "step 4", "step 5"]
+    assert all("| k15 " in line and "psnr" not in line for line in lines[1:])  # vectors
+    script = _load_script("learning_curve")
+    for args, message in [
+        (["--keep", "0,9"], "needs indices into a vector observation"),
+        (["--keep", "x"], "comma-separated indices"),
+        (["--override", "stoch"], "overrides are key=value"),
+        (["--override", "stoch=-1"], "stoch must be >= 1"),
+        (["--dataset", "nosuch"], "--dataset 'nosuch'"),
+    ]:
+        base = {"--model": "dreamerv3:ci", "--dataset": "cartpole", "--steps": "1"}
+        base.update(dict(zip(args[::2], args[1::2], strict=True)))
+        with pytest.raises(SystemExit) as exit_info:
+            script.main([x for kv in base.items() for x in kv])
+        assert exit_info.value.code == 2, args
+        assert message in capsys.readouterr().err, args
+
+
+def _load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
