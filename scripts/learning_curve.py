@@ -18,6 +18,7 @@ diagnostic, not a gate: one seed, one probe batch of 32 held-out segments per po
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -31,7 +32,6 @@ from quality.seed_run import split
 from quality.skill import prediction_skill
 from worldflux import WorldFluxError
 from worldflux.data import TrajectoryDataset, load_bundled
-from worldflux.data.schema import DatasetSpec
 from worldflux.training import Trainer, TrainerConfig
 
 HORIZONS = [1, 5, 10, 15]
@@ -56,13 +56,7 @@ def keep_dimensions(data: TrajectoryDataset, keep: list[int]) -> TrajectoryDatas
             f"{data.spec.obs_shape}"
         )
     columns = data.columns()
-    spec = DatasetSpec(
-        obs_shape=(len(keep),),
-        action_dim=data.spec.action_dim,
-        discrete=data.spec.discrete,
-        action_low=data.spec.action_low,
-        action_high=data.spec.action_high,
-    )
+    spec = dataclasses.replace(data.spec, obs_shape=(len(keep),))
     observation = np.ascontiguousarray(columns.pop("observation")[:, keep])
     return TrajectoryDataset(name=data.name, spec=spec, observation=observation, **columns)
 
