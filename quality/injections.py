@@ -130,8 +130,10 @@ class UnseededNoise:
 class NoisyFrames:
     """Trains normally, but the frames it decodes in evaluation carry Gaussian noise (std 0.1):
     what a release manager would see as snow flickering over every imagined frame. The noise is
-    seeded by the frames themselves, so the same state always gets the same noise (re-measured
-    weights agree) and the next state other noise."""
+    seeded by the frames themselves, so the same state always gets the same noise (the probes
+    of one model agree) and the next state other noise. The noise is not in the weights: the
+    checkpoint reloads as the family's class, without it, so parity and the stored-weights
+    re-measurement fail too."""
 
     def decode(self, state: State) -> Any:
         out = super().decode(state)  # type: ignore[misc]

@@ -45,6 +45,8 @@ class SeedRunSpec:
     batch_size: int = 16
     seq_len: int = 16
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    lr_floor: float = 0.1
     eval_batches: int = 8
     device: str = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +64,8 @@ class SeedRunSpec:
             "batch_size": t["batch_size"],
             "seq_len": t["seq_len"],
             "lr": t["lr"],
+            "lr_schedule": t["lr_schedule"],
+            "lr_floor": t["lr_floor"],
             "eval_batches": t["eval_batches"],
         }
         values.update(changes)
@@ -168,6 +172,8 @@ def run_seed(
             batch_size=spec.batch_size,
             seq_len=spec.seq_len,
             lr=spec.lr,
+            lr_schedule=spec.lr_schedule,
+            lr_floor=spec.lr_floor,
             seed=spec.seed,
             eval_batches=spec.eval_batches,
             device=spec.device,

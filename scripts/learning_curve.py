@@ -33,6 +33,7 @@ from quality.skill import prediction_skill
 from worldflux import WorldFluxError
 from worldflux.data import TrajectoryDataset, load_bundled
 from worldflux.training import Trainer, TrainerConfig
+from worldflux.training.trainer import LR_SCHEDULES
 
 HORIZONS = [1, 5, 10, 15]
 LOSS_TERMS = ("loss", "reconstruction", "kl_raw")
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
+    parser.add_argument("--lr-floor", type=float, default=0.1, help="cosine: final lr / lr")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default=None, help="observation dimensions to keep, e.g. 0,2")
     parser.add_argument("--override", type=_override, action="append", default=[])
@@ -111,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     except WorldFluxError as err:
         parser.error(f"--model {args.model!r} with {dict(args.override)}: {err}")
     config = TrainerConfig(
-        steps=args.steps, batch_size=16, seq_len=16, lr=args.lr, seed=args.seed, eval_batches=1
+        steps=args.steps,
+        batch_size=16,
+        seq_len=16,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        lr_floor=args.lr_floor,
+        seed=args.seed,
+        eval_batches=1,
     )
     trainer = Trainer(model, train, config)
     print(f"{args.model} on {args.dataset} {dict(args.override)}", flush=True)

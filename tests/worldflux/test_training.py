@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -8,7 +11,7 @@ import torch
 
 import worldflux
 from tests.worldflux.conftest import make_model
-from worldflux import TrainingDivergedError
+from worldflux import ConfigError, TrainingDivergedError
 from worldflux.data import TrajectoryDataset
 from worldflux.training import History, Trainer, TrainerConfig, latest_checkpoint
 
@@ -19,20 +22,25 @@ def _trainer(family: str, data: TrajectoryDataset, config: TrainerConfig) -> Tra
     return Trainer(make_model(family, data), data, config)
 
 
-@pytest.mark.parametrize(("family", "dataset"), [("dreamerv3", "cartpole"), ("tdmpc2", "pendulum")])
+@pytest.mark.parametrize(
+    ("family", "dataset", "schedule"),
+    [("dreamerv3", "cartpole", "constant"), ("tdmpc2", "pendulum", "cosine")],
+)
 def test_resume_equals_uninterrupted_training(
-    family: str, dataset: str, request: pytest.FixtureRequest, tmp_path: Path
+    family: str, dataset: str, schedule: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     data: TrajectoryDataset = request.getfixturevalue(dataset)
-    straight = _trainer(family, data, CONFIG)
+    config = dataclasses.replace(CONFIG, lr_schedule=schedule)
+    straight = _trainer(family, data, config)
     straight.fit()
 
-    first = _trainer(family, data, CONFIG.__class__(**{**CONFIG.__dict__, "steps": 5}))
-    first.fit()
+    first = _trainer(family, data, config)
+    for _ in range(5):  # interrupted after 5 of the 12 steps
+        first.train_step()
     path = first.save_checkpoint(tmp_path / "ckpt")
     # The interrupted process is gone; a new one builds a fresh model and resumes.
     torch.manual_seed(1234)
-    resumed = _trainer(family, data, CONFIG)
+    resumed = _trainer(family, data, config)
     assert resumed.resume(path)
     assert resumed.step == 5
     resumed.fit()
@@ -163,3 +171,32 @@ def test_observation_statistics_travel_with_the_weights(
     assert a is not None
     assert b is not None
     assert torch.equal(a, b)
+
+
+def test_cosine_schedule_falls_from_lr_to_its_floor(pendulum: TrajectoryDataset) -> None:
+    config = dataclasses.replace(CONFIG, steps=11, lr=2e-3, lr_schedule="cosine", lr_floor=0.1)
+    rates = [config.lr_at(step) for step in range(config.steps)]
+    assert rates[0] == pytest.approx(2e-3)
+    assert rates[5] == pytest.approx(2e-3 * (0.1 + 0.9 * 0.5))  # half-way down the cosine
+    assert rates[-1] == pytest.approx(2e-4)
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    constant = dataclasses.replace(config, lr_schedule="constant")
+    assert {constant.lr_at(step) for step in range(config.steps)} == {2e-3}
+    # The optimizer steps with the scheduled rate, not the configured one.
+    trainer = _trainer("tdmpc2", pendulum, config)
+    for step in range(3):
+        trainer.train_step()
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rates[step])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lr_schedule": "linear"}, "lr_schedule 'linear' is unknown"),
+        ({"lr_schedule": "cosine", "lr_floor": 0.0}, "lr_floor must be in (0, 1]"),
+        ({"lr_schedule": "cosine", "lr_floor": 1.5}, "lr_floor must be in (0, 1]"),
+    ],
+)
+def test_bad_schedules_are_refused_by_name(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        dataclasses.replace(CONFIG, **change).validate()

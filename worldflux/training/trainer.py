@@ -37,12 +37,19 @@ def _statistics_rows(data: TrajectoryDataset) -> torch.Tensor:
     return torch.as_tensor(data.columns()["observation"][rows], dtype=torch.float32)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     steps: int = 500
     batch_size: int = 16
     seq_len: int = 32
     lr: float = 1e-3
+    # "constant", or "cosine": from lr down to lr * lr_floor along a half cosine over `steps`.
+    # The lr is a function of the step alone, so a resumed run follows the same schedule.
+    lr_schedule: str = "constant"
+    lr_floor: float = 0.1
     weight_decay: float = 1e-4
     grad_clip: float = 100.0
     seed: int = 0
@@ -67,6 +74,20 @@ class TrainerConfig:
             raise ConfigError("trainer: checkpoint_every needs checkpoint_dir")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"trainer: lr must be a positive number, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"trainer: lr_schedule {self.lr_schedule!r} is unknown; use one of {LR_SCHEDULES}"
+            )
+        if not 0 < self.lr_floor <= 1:
+            raise ConfigError(f"trainer: lr_floor must be in (0, 1], got {self.lr_floor}")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based)."""
+        if self.lr_schedule == "constant" or self.steps <= 1:
+            return self.lr
+        progress = min(step / (self.steps - 1), 1.0)
+        fraction = self.lr_floor + (1 - self.lr_floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.lr * fraction
 
 
 @dataclass
@@ -139,6 +160,9 @@ class Trainer:
         batch = self.train_data.sample(self.rng, self.config.batch_size, self.config.seq_len)
         batch = batch.to(self.device)
         sampled = time.perf_counter()
+        lr = self.config.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         out = self.model.loss(batch)
         for name, value in out.components.items():
             if not bool(torch.isfinite(value).all()):
