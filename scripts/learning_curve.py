@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         eval_batches=1,
     )
+    try:
+        config.validate()
+    except WorldFluxError as err:
+        parser.error(str(err))
     trainer = Trainer(model, train, config)
     print(f"{args.model} on {args.dataset} {dict(args.override)}", flush=True)
     sums: dict[str, float] = {}

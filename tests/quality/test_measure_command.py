@@ -168,6 +168,7 @@ def test_learning_curve_probes_while_training_and_refuses_bad_input(
         (["--override", "stoch"], "overrides are key=value"),
         (["--override", "stoch=-1"], "stoch must be >= 1"),
         (["--dataset", "nosuch"], "--dataset 'nosuch'"),
+        (["--lr-schedule", "cosine", "--lr-floor", "0"], "lr_floor must be in (0, 1]"),
     ]:
         base = {"--model": "dreamerv3:ci", "--dataset": "cartpole", "--steps": "1"}
         base.update(dict(zip(args[::2], args[1::2], strict=True)))
