@@ -113,9 +113,19 @@ def contract_check(model: WorldModel, batch: Batch) -> dict[str, Any]:
     return {"ok": not problems, "problems": problems, "checked": [name for name, _ in checks]}
 
 
-def _observation_stats(data: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    obs = data.columns()["observation"].reshape(len(data), -1).astype(np.float64)
-    return obs.min(0), obs.max(0), obs.var(0)
+def _observation_range(data: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest value of every flattened observation dimension in ``data``.
+
+    Vectors: per dimension (each is its own physical quantity). Frames [C, H, W]: per channel,
+    pooled over pixels: a pixel is no quantity of its own, and the background pixels that never
+    lit up in training (range width 0) light up whenever the cart goes somewhere new."""
+    obs = data.columns()["observation"].astype(np.float64)
+    if obs.ndim == 4:
+        low, high = obs.min(axis=(0, 2, 3)), obs.max(axis=(0, 2, 3))
+        pixels = obs.shape[2] * obs.shape[3]
+        return np.repeat(low, pixels), np.repeat(high, pixels)
+    flat = obs.reshape(len(data), -1)
+    return flat.min(0), flat.max(0)
 
 
 def _imagine_recorded(
@@ -142,15 +152,16 @@ def plausibility(
     batch_size: int = 32,
     context: int = 5,
 ) -> dict[str, Any]:
-    """Fraction of imagined values outside the training data's observed range widened by
-    ``margin`` times its width: decoded observations when the family decodes them, else
+    """Fraction of imagined values outside the training data's observed range
+    (``_observation_range``) widened by ``margin`` times its width: decoded observations when
+    the family decodes them, else
     predicted rewards. The model imagines recorded held-out action sequences (after filtering
     ``context`` steps), whose true outcomes are physical, so leaving the range is the model's
     doing."""
     model.eval()
     _, trajectory = _imagine_recorded(model, held_out, context, horizon, batch_size)
     if Capability.OBSERVATION_DECODER in model.capabilities:
-        low, high, _ = _observation_stats(train)
+        low, high = _observation_range(train)
         decoded = [model.decode(trajectory.state_at(t)).observation for t in range(1, horizon + 1)]
         values = torch.stack([d for d in decoded if d is not None]).flatten(2)
         quantity = "observation"
