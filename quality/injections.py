@@ -199,7 +199,7 @@ INJECTIONS: tuple[Injection, ...] = (
     # (docs/quality-gates.md); a blocked sweep of theirs is a false block.
     *(
         Injection(f"healthy {family}", family, (), "control: real data", expect_pass=True)
-        for family in ("tdmpc2", "token", "diffusion")
+        for family in ("tdmpc2", "token", "diffusion", "dreamerv3_pixels")
     ),
     *(
         Injection(

@@ -79,8 +79,8 @@ PIXEL_PRESETS = {
     # 4x4 categoricals, hidden 32. Free bits as in `ci` (4x4 latents); the reconstruction is
     # summed over thousands of pixels, so it needs no extra weight.
     "ci": DreamerV3Config(cnn_depth=8, free_nats=0.1),
-    # Below the paper's XS: sizes and loss weights with which DreamerV3 learned CartPole's
-    # motion from frames on some seeds, not yet all (docs/worldflux.md, "DreamerV3 on frames").
+    # Below the paper's XS: sizes and loss weights with which DreamerV3 learns CartPole's motion
+    # from frames on every seed measured (docs/worldflux.md, "DreamerV3 on frames").
     # Velocity is not in a frame, so the GRU must infer it from consecutive latents, and it
     # learns that only through the dynamics KL. Hence the dynamics KL weighted 10x the paper's
     # (5.0), 8x8 categoricals and 128-unit layers (on positions-only CartPole vectors these took
@@ -91,7 +91,8 @@ PIXEL_PRESETS = {
     # Each training sequence shifted by up to 2 px: held-out episodes take the cart ~2 px
     # further out than any training episode, and there an unshifted CNN's reconstruction error
     # was ~1000x that of the other segments. A 256-unit GRU: with 64 and a constant lr one seed
-    # learned the motion and lost it again; with 256 and the policy's cosine lr it kept it.
+    # learned the motion and lost it again; with 256 and the policy's cosine lr every seed
+    # keeps it.
     "xxs": DreamerV3Config(
         cnn_depth=16,
         deter=256,
