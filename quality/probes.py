@@ -154,10 +154,9 @@ def plausibility(
 ) -> dict[str, Any]:
     """Fraction of imagined values outside the training data's observed range
     (``_observation_range``) widened by ``margin`` times its width: decoded observations when
-    the family decodes them, else
-    predicted rewards. The model imagines recorded held-out action sequences (after filtering
-    ``context`` steps), whose true outcomes are physical, so leaving the range is the model's
-    doing."""
+    the family decodes them, else predicted rewards. The model imagines recorded held-out action
+    sequences (after filtering ``context`` steps), whose true outcomes are physical, so leaving
+    the range is the model's doing."""
     model.eval()
     _, trajectory = _imagine_recorded(model, held_out, context, horizon, batch_size)
     if Capability.OBSERVATION_DECODER in model.capabilities:

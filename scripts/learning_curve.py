@@ -32,8 +32,7 @@ from quality.seed_run import split
 from quality.skill import prediction_skill
 from worldflux import WorldFluxError
 from worldflux.data import TrajectoryDataset, load_bundled
-from worldflux.training import Trainer, TrainerConfig
-from worldflux.training.trainer import LR_SCHEDULES
+from worldflux.training import LR_SCHEDULES, Trainer, TrainerConfig
 
 HORIZONS = [1, 5, 10, 15]
 LOSS_TERMS = ("loss", "reconstruction", "kl_raw")
