@@ -41,8 +41,10 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy worldflux quality release assets orchestration
 
+# Two pytest-xdist workers (the CI machine has two cores), one test file each at a time so that
+# module fixtures (a trained sweep, a lineage run) are built once; one torch thread per worker.
 unit: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 examples: setup
 	$(PY) examples/train_dreamer.py --test
