@@ -45,7 +45,7 @@ def noise_dataset(data: TrajectoryDataset, seed: int = 0) -> TrajectoryDataset:
     those of the real data."""
     rng = np.random.default_rng(seed)
     columns = data.columns()
-    obs = columns["observation"].astype(np.float64)
+    obs = data.observations().astype(np.float64)
     flat = obs.reshape(len(data), -1)
     noisy = rng.normal(flat.mean(0), flat.std(0), size=flat.shape).reshape(obs.shape)
     reward = columns["reward"].astype(np.float64)
@@ -54,7 +54,7 @@ def noise_dataset(data: TrajectoryDataset, seed: int = 0) -> TrajectoryDataset:
     return TrajectoryDataset(
         name=f"{data.name}_noise",
         spec=data.spec,
-        observation=noisy.astype(columns["observation"].dtype),
+        observation=noisy.astype(np.float32),
         action=columns["action"],
         reward=noisy_reward.astype(columns["reward"].dtype),
         terminated=columns["terminated"],

@@ -119,13 +119,13 @@ def _observation_range(data: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]
     Vectors: per dimension (each is its own physical quantity). Frames [C, H, W]: per channel,
     pooled over pixels: a pixel is no quantity of its own, and the background pixels that never
     lit up in training (range width 0) light up whenever the cart goes somewhere new."""
-    obs = data.columns()["observation"].astype(np.float64)
-    if obs.ndim == 4:
-        low, high = obs.min(axis=(0, 2, 3)), obs.max(axis=(0, 2, 3))
-        pixels = obs.shape[2] * obs.shape[3]
-        return np.repeat(low, pixels), np.repeat(high, pixels)
-    flat = obs.reshape(len(data), -1)
-    return flat.min(0), flat.max(0)
+    shape = data.spec.obs_shape
+    if len(shape) == 3:
+        low, high = data.observation_bounds(axis=(0, 2, 3))
+        pixels = shape[1] * shape[2]
+        return np.repeat(low.astype(np.float64), pixels), np.repeat(high.astype(np.float64), pixels)
+    low, high = data.observation_bounds()
+    return low.reshape(-1).astype(np.float64), high.reshape(-1).astype(np.float64)
 
 
 def _imagine_recorded(

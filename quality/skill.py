@@ -102,7 +102,7 @@ def _train_rows(train: TrajectoryDataset, rows: int) -> np.ndarray:
 @torch.no_grad()
 def fit_readout(model: WorldModel, train: TrajectoryDataset, rows: int = READOUT_ROWS) -> LinearMap:
     """Least-squares map from ``encode(observation)`` to the observation, on training rows."""
-    obs = torch.from_numpy(train.columns()["observation"][_train_rows(train, rows)])
+    obs = torch.from_numpy(train.observations(_train_rows(train, rows)))
     features = [
         state_features(model.encode(chunk.to(model.device)))
         for chunk in obs.split(512)  # bounded memory for pixel observations
@@ -130,7 +130,7 @@ def fit_linear_dynamics(train: TrajectoryDataset, rows: int = 8 * READOUT_ROWS) 
     features = torch.cat([_flat(batch.obs[:, 0]), batch.action[:, 1].double()], 1)
     # On frames (a thousand pixels per feature row) plain least squares overfits and its rollout
     # explodes; there the reference is as regularized as the read-out.
-    ridge = RIDGE if train.columns()["observation"].ndim > 2 else LINEAR_RIDGE
+    ridge = RIDGE if len(train.spec.obs_shape) > 1 else LINEAR_RIDGE
     return LinearMap(features, _flat(batch.obs[:, 1]), ridge=ridge)
 
 
@@ -198,7 +198,7 @@ class ResidualMLP:
         batch = training_transitions(train)
         obs, action = _flat(batch.obs[:, 0]), batch.action[:, 1].double()
         delta = _flat(batch.obs[:, 1]) - obs
-        observations = train.columns()["observation"].reshape(len(train), -1).astype(np.float64)
+        observations = train.observations().reshape(len(train), -1).astype(np.float64)
         self.x_mean = torch.from_numpy(observations.mean(0))
         self.x_std = torch.from_numpy(observations.std(0)).clamp_min(1e-6)
         self.d_mean, self.d_std = delta.mean(0), delta.std(0).clamp_min(1e-12)
@@ -255,7 +255,7 @@ _MLP_FITS = _FitCache(MLP_CACHE_SIZE)
 def residual_mlp(train: TrajectoryDataset) -> ResidualMLP | None:
     """The (cached) residual MLP reference of a training set; None for image observations,
     where a per-pixel MLP says nothing the linear reference does not."""
-    if train.columns()["observation"].ndim > 2:
+    if len(train.spec.obs_shape) > 1:
         return None
     return _MLP_FITS.get(train)
 
@@ -264,20 +264,37 @@ class _Scale:
     """NMSE: per-dimension normalized and averaged for vectors, pooled for images."""
 
     def __init__(self, train: TrajectoryDataset, device: torch.device) -> None:
-        obs = train.columns()["observation"]
-        flat = obs.reshape(len(train), -1).astype(np.float64)
-        self.mean = torch.as_tensor(flat.mean(0), device=device)
-        var = flat.var(0)
-        self.pooled = obs.ndim > 2
+        mean, var, low, high = _moments(train)
+        self.mean = torch.as_tensor(mean, device=device)
+        self.pooled = len(train.spec.obs_shape) > 1
         self.var = torch.as_tensor(np.maximum(var, 1e-8), device=device)
         self.total_var = float(var.sum())
-        self.peak = float(flat.max() - flat.min())
+        self.peak = float(high.max() - low.min())
 
     def nmse(self, predicted: Tensor, truth: Tensor) -> float:
         squared = (predicted.double() - truth.double()) ** 2
         if self.pooled:
             return float(squared.sum(1).mean() / max(self.total_var, 1e-12))
         return float((squared / self.var).mean())
+
+
+def _moments(
+    data: TrajectoryDataset, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per flattened dimension: mean, variance, lowest and highest of ``data``'s observations,
+    in float64, ``chunk`` rows at a time (two passes: the variance around the mean; a float64
+    copy of 50 episodes of 3 x 64 x 64 frames would take 1.5 GB)."""
+    rows = len(data)
+    parts = [slice(start, min(start + chunk, rows)) for start in range(0, rows, chunk)]
+
+    def flat(part: slice) -> np.ndarray:
+        return data.observations(part).reshape(part.stop - part.start, -1).astype(np.float64)
+
+    total = sum(flat(part).sum(0) for part in parts)
+    mean = np.asarray(total) / rows
+    squares = sum(((flat(part) - mean) ** 2).sum(0) for part in parts)
+    low, high = (bound.reshape(-1).astype(np.float64) for bound in data.observation_bounds())
+    return mean, np.asarray(squares) / rows, low, high
 
 
 def imagine(

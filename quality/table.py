@@ -43,8 +43,6 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     # worldflux is imported where it is used: importing it loads torch (about 1.5 s), which
     # reading a table's spec, validating or digesting it does not need.
     from worldflux.data.dataset import DatasetSpec, TrajectoryDataset
@@ -268,12 +266,11 @@ def export_table(
         raise ValueError(f"row_group_rows must be an int >= 1, got {row_group_rows!r}")
     spec = TableSpec.from_dataset(data, source=source, licence=licence)
     schema = table_schema(spec)
-    columns = data.columns()
     rows = len(data)
     with TableWriter(Path(path), schema) as writer:
         for start in range(0, rows, row_group_rows):
             stop = min(start + row_group_rows, rows)
-            writer.write(dataset_batch(columns, spec, schema, start, stop))
+            writer.write(dataset_batch(data, spec, schema, start, stop))
     return spec
 
 
@@ -315,16 +312,17 @@ class TableWriter:
 
 
 def dataset_batch(
-    columns: Mapping[str, Array],
+    data: TrajectoryDataset,
     spec: TableSpec | DatasetSpec,
     schema: pa.Schema,
     start: int,
     stop: int,
 ) -> pa.RecordBatch:
-    """Rows [start, stop) of a data set's columns (``TrajectoryDataset.columns()``) as a record
-    batch of the canonical schema."""
+    """Rows [start, stop) of a data set as a record batch of the canonical schema
+    (observations as models see them: frames stored as bytes become floats in [0, 1])."""
     rows = stop - start
-    obs = np.ascontiguousarray(columns["observation"][start:stop], dtype=np.float32)
+    columns = data.columns()
+    obs = np.ascontiguousarray(data.observations(slice(start, stop)), dtype=np.float32)
     arrays: dict[str, pa.Array] = {
         "episode": pa.array(columns["episode"][start:stop], pa.int64()),
         "step": pa.array(columns["step"][start:stop], pa.int64()),

@@ -69,9 +69,11 @@ class Bounds:
     margin: float
 
     @classmethod
-    def of(cls, observations: np.ndarray, rewards: np.ndarray, margin: float) -> Bounds:
-        flat = observations.reshape(len(observations), -1)
-        low, high = flat.min(axis=0), flat.max(axis=0)
+    def of(
+        cls, obs_low: np.ndarray, obs_high: np.ndarray, rewards: np.ndarray, margin: float
+    ) -> Bounds:
+        """From the training observations' lowest and highest value of each dimension."""
+        low, high = obs_low.reshape(-1), obs_high.reshape(-1)
         widen = margin * np.maximum(high - low, 1e-6)
         r_low, r_high = float(rewards.min()), float(rewards.max())
         r_widen = margin * max(r_high - r_low, 1e-6)
@@ -350,7 +352,7 @@ def load_champion(
         tags=tags,
         model=model,
         spec=data.spec,
-        bounds=Bounds.of(data.columns()["observation"], data.columns()["reward"], margin),
+        bounds=Bounds.of(*data.observation_bounds(), data.columns()["reward"], margin),
         observation_source=source,
         predict_observation=predict,
         loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

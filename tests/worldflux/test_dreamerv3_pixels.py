@@ -10,13 +10,14 @@ import torch
 
 import worldflux
 from worldflux.core.errors import ConfigError
-from worldflux.data import TrajectoryDataset, load_bundled
+from worldflux.data import TrajectoryDataset, load_bundled, pixels
 from worldflux.models.dreamerv3.vision import ConvDecoder, ConvEncoder, random_shift
 
 
 @pytest.fixture(scope="module")
-def colour() -> TrajectoryDataset:
-    return load_bundled("cartpole_rgb")
+def colour(cartpole: TrajectoryDataset) -> TrajectoryDataset:
+    """Two episodes of ``cartpole_rgb`` (the frames are its; a few suffice here)."""
+    return pixels.RENDERINGS["cartpole_rgb"].build(cartpole, episodes=2)
 
 
 def test_ci_has_worldfluxs_image_sizes(colour: TrajectoryDataset) -> None:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from worldflux.core.errors import DatasetError
 from worldflux.data import BUNDLED_DIR, TrajectoryDataset, list_bundled, load_bundled, pixels
+from worldflux.data.dataset import frames_to_float
 
 GREY = pixels.RENDERINGS["cartpole_pixels"]
 RGB = pixels.RENDERINGS["cartpole_rgb"]
@@ -31,7 +33,10 @@ def test_same_rows_as_cartpole_with_image_observations(
     assert frames.spec.obs_shape == (1, 32, 32)
     assert (frames.spec.action_dim, frames.spec.discrete) == (2, True)
     assert frames.num_episodes == GREY.episodes
-    obs = frames.columns()["observation"]
+    stored = frames.columns()["observation"]
+    assert stored.dtype == np.uint8  # a quarter of float32's memory
+    assert (stored.min(), stored.max()) == (0, 255)
+    obs = frames.observations()
     assert obs.dtype == np.float32
     assert obs.min() == 0.0
     assert obs.max() == 1.0
@@ -44,6 +49,9 @@ def test_same_rows_as_cartpole_with_image_observations(
     assert frames.num_truncated >= 1
     batch = frames.fixed_batches(1, 4, 8, seed=0)[0]
     assert tuple(batch.obs.shape) == (4, 8, 1, 32, 32)
+    assert batch.obs.dtype == torch.float32
+    index = frames.sample_indices(np.random.default_rng(0), 4, 8)
+    assert torch.equal(frames.batch_at(index).obs, torch.from_numpy(stored[index] / 255.0).float())
     assert tuple(batch.action.shape) == (4, 8, 2)
 
 
@@ -153,17 +161,19 @@ def test_colour_frames_keep_cartpoles_rows_at_64_px(
 
 
 def _quantized(colour: tuple[float, float, float]) -> np.ndarray:
-    return np.round(np.asarray(colour) * 255) / 255
+    return np.round(np.asarray(colour) * 255).astype(np.uint8)
 
 
 def test_colour_frames_draw_the_cart_and_the_pole_in_their_colours() -> None:
     states = np.array([[0.0, 0, 0, 0], [1.0, 0, 0, 0], [0.0, 0, 0.2, 0], [0.0, 0, -0.2, 0]])
-    img = pixels.render_cartpole_rgb(states)  # [4, 3, 64, 64]
-    assert img.shape == (4, 3, 64, 64)
-    assert np.allclose(img[0, :, 2, 2], _quantized(pixels.BACKGROUND), atol=1e-6)
-    assert np.allclose(img[0, :, 52, 2], _quantized(pixels.TRACK), atol=1e-6)
-    assert np.allclose(img[0, :, 46, 32], _quantized(pixels.CART), atol=1e-6)
-    assert np.allclose(img[0, :, 30, 32], _quantized(pixels.POLE), atol=1e-6)
+    stored = pixels.render_cartpole_rgb(states)  # [4, 3, 64, 64]
+    assert stored.shape == (4, 3, 64, 64)
+    assert stored.dtype == np.uint8
+    np.testing.assert_array_equal(stored[0, :, 2, 2], _quantized(pixels.BACKGROUND))
+    np.testing.assert_array_equal(stored[0, :, 52, 2], _quantized(pixels.TRACK))
+    np.testing.assert_array_equal(stored[0, :, 46, 32], _quantized(pixels.CART))
+    np.testing.assert_array_equal(stored[0, :, 30, 32], _quantized(pixels.POLE))
+    img = stored / 255.0
     # The cart is where its blue is: x = 1 moves it 26 / 2.4 ~ 10.8 px to the right.
     # Blue minus red: 0.6 on the cart, 0.05 on the background, negative on the pole.
     blue = (img[:, 2] - img[:, 0] - 0.1)[:, 42:51].clip(0)
@@ -186,3 +196,50 @@ def test_a_changed_colour_renderer_is_detected(
     monkeypatch.setattr(pixels, "CART", (0.2, 0.35, 0.75))
     with pytest.raises(DatasetError, match=r"cartpole_rgb.*observation_sha256"):
         load_bundled("cartpole_rgb", root)
+
+
+# ------------------------------------------------------------------------ frames as bytes
+def test_bytes_become_exactly_the_floats_of_frames_quantized_to_255_levels() -> None:
+    levels = np.arange(256, dtype=np.uint8)
+    quantized_floats = (np.round(levels / 255.0 * 255.0) / 255.0).astype(np.float32)
+    np.testing.assert_array_equal(frames_to_float(levels), quantized_floats)
+    assert frames_to_float(levels).dtype == np.float32
+
+
+def _as_float_frames(data: TrajectoryDataset) -> TrajectoryDataset:
+    columns = data.columns()
+    columns["observation"] = data.observations()
+    return TrajectoryDataset(name=data.name, spec=data.spec, **columns)
+
+
+def test_frames_stored_as_bytes_are_the_same_data_as_floats(
+    cartpole: TrajectoryDataset, tmp_path: Path
+) -> None:
+    """Bytes or float32: models get the same batches and the data set the same digest (the
+    lineage's data identity does not depend on the storage); bytes survive save and load."""
+    stored = RGB.build(cartpole, episodes=2)
+    assert stored.frames_as_bytes
+    assert stored.columns()["observation"].nbytes == len(stored) * 3 * 64 * 64
+    floats = _as_float_frames(stored)
+    assert not floats.frames_as_bytes
+    assert floats.columns()["observation"].nbytes == 4 * stored.columns()["observation"].nbytes
+    assert stored.digest == floats.digest
+    for a, b in zip(
+        stored.fixed_batches(2, 3, 6, seed=1), floats.fixed_batches(2, 3, 6, seed=1), strict=True
+    ):
+        assert a.obs.dtype == b.obs.dtype == torch.float32
+        assert torch.equal(a.obs, b.obs)
+    low, high = stored.observation_bounds(axis=(0, 2, 3))
+    np.testing.assert_array_equal(low, floats.observations().min(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(high, floats.observations().max(axis=(0, 2, 3)))
+    stored.save(tmp_path / "rgb.safetensors")
+    loaded = TrajectoryDataset.load(tmp_path / "rgb.safetensors")
+    assert loaded.columns()["observation"].dtype == np.uint8
+    assert loaded.digest == stored.digest
+
+
+def test_bytes_are_frames_only(cartpole: TrajectoryDataset) -> None:
+    columns = cartpole.columns()
+    columns["observation"] = np.zeros(columns["observation"].shape, dtype=np.uint8)
+    with pytest.raises(DatasetError, match=r"'observation' must have dtype float32 \(or uint8"):
+        TrajectoryDataset(name="bytes", spec=cartpole.spec, **columns)

@@ -137,7 +137,7 @@ def test_trainer_fits_observation_statistics_once(
     model = make_model("dreamerv3", cartpole)
     assert int(model.obs_scaler.rows) == 0
     Trainer(model, train, CONFIG)
-    observations = torch.as_tensor(train.columns()["observation"], dtype=torch.float64)
+    observations = torch.from_numpy(train.observations()).double()
     assert int(model.obs_scaler.rows) == len(train)
     assert torch.allclose(model.obs_scaler.loc.double(), observations.mean(0), atol=1e-6)
     expected = observations.std(0, unbiased=False)

@@ -2,20 +2,21 @@
 state, registered in ``RENDERINGS`` (one entry per derived data set).
 
 ``cartpole_pixels`` keeps the actions, rewards, episode ends and episode ids of ``cartpole``
-(all 50 episodes: ~80 MB of frames, rendered in ~2 s; a CNN trained on the first 20
+(all 50 episodes: 20 MB of frames, rendered in ~2 s; a CNN trained on the first 20
 learned the training episodes and not the held-out ones, docs/worldflux.md) and replaces each
-observation (x, x_dot, theta, theta_dot) with a 1 x 32 x 32 float32 frame in [0, 1]:
+observation (x, x_dot, theta, theta_dot) with a 1 x 32 x 32 frame of bytes (models see them
+divided by 255, in [0, 1]):
 
     cart   a filled 7 x 5 px rectangle centred at column 16 + x * 13 / 2.4, row 24
     pole   a 2 px thick segment of 14 px from the cart's top edge, at angle theta from vertical
 
 ``cartpole_rgb`` is the same scene at twice the resolution in colour, 3 x 64 x 64 (the image
-size of DreamerV3's and WorldFlux's image configurations), over fewer episodes (8: ~3,000
-frames, ~150 MB as float32): a blue cart on a grey track, an orange pole, a pale background.
+size of DreamerV3's and WorldFlux's image configurations), also over all 50 episodes (240 MB,
+rendered in ~8 s): a blue cart on a grey track, an orange pole, a pale background.
 
 Edges are anti-aliased by pixel-centre distance (coverage = clip(half_width + 0.5 - d, 0, 1)),
-colours are blended by coverage. The geometry is computed in float64 and quantized to 255
-levels, as a camera would store it: a last-bit difference in a platform's ``sin`` then cannot
+colours are blended by coverage. The geometry is computed in float64 and stored as bytes
+(255 levels), as a camera would store it: a last-bit difference in a platform's ``sin`` then cannot
 change a stored pixel, so the sha256 of the frames identifies the rendering, not the machine.
 Velocities are not visible in one frame; a model has to infer them from consecutive frames or
 the action.
@@ -38,15 +39,14 @@ import numpy.typing as npt
 
 from worldflux.core.errors import DatasetError
 from worldflux.data.dataset import TrajectoryDataset
-from worldflux.data.schema import DatasetSpec
+from worldflux.data.schema import FRAME_PEAK, DatasetSpec
 
 DERIVED_NAME = "derived.json"
-_LEVELS = 255.0
 # Rows rendered at once: bounds the float64 scratch memory of the 64 x 64 colour frames.
 _CHUNK = 512
 
 States = npt.NDArray[np.floating[Any]]
-Frames = npt.NDArray[np.float32]
+Frames = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)
@@ -118,11 +118,11 @@ def _states(state: States) -> npt.NDArray[np.float64]:
 
 
 def _quantize(frames: npt.NDArray[np.float64]) -> Frames:
-    return (np.round(frames * _LEVELS) / _LEVELS).astype(np.float32)
+    return np.round(frames * FRAME_PEAK).astype(np.uint8)
 
 
 def render_cartpole(state: States) -> Frames:
-    """Grey frames [N, 1, 32, 32] in [0, 1] from CartPole states [N, 4]; white on black."""
+    """Grey frames [N, 1, 32, 32] of bytes from CartPole states [N, 4]; white on black."""
     scene = GRAY_SCENE
     cart, pole = scene.coverage(_states(state))
     rows = slice(*scene.pole_rows)
@@ -131,10 +131,10 @@ def render_cartpole(state: States) -> Frames:
 
 
 def render_cartpole_rgb(state: States) -> Frames:
-    """Colour frames [N, 3, 64, 64] in [0, 1] from CartPole states [N, 4]."""
+    """Colour frames [N, 3, 64, 64] of bytes from CartPole states [N, 4]."""
     state = _states(state)
     scene = RGB_SCENE
-    out = np.empty((len(state), 3, scene.size, scene.size), dtype=np.float32)
+    out = np.empty((len(state), 3, scene.size, scene.size), dtype=np.uint8)
     for start in range(0, len(state), _CHUNK):
         cart, pole = scene.coverage(state[start : start + _CHUNK])
         image = np.empty((len(cart), scene.size, scene.size, 3))
@@ -190,14 +190,14 @@ RENDERINGS = {
     r.name: r
     for r in (
         Rendering("cartpole_pixels", "cartpole", render_cartpole, (1, 32, 32), 50, 1),
-        Rendering("cartpole_rgb", "cartpole", render_cartpole_rgb, (3, 64, 64), 8, 1),
+        Rendering("cartpole_rgb", "cartpole", render_cartpole_rgb, (3, 64, 64), 50, 1),
     )
 }
 
 
 def observation_sha256(observation: Frames) -> str:
-    """sha256 of the frames' little-endian float32 bytes."""
-    return hashlib.sha256(np.ascontiguousarray(observation, dtype="<f4").tobytes()).hexdigest()
+    """sha256 of the frames' bytes."""
+    return hashlib.sha256(np.ascontiguousarray(observation, dtype=np.uint8).tobytes()).hexdigest()
 
 
 def derived_entry(dataset: TrajectoryDataset, source_sha256: str) -> dict[str, Any]:

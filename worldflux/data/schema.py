@@ -17,7 +17,8 @@ from worldflux.core.errors import DatasetError
 
 Array = npt.NDArray[Any]
 
-# Column name -> dtype as stored in memory. ``action`` is float32 or int64 (see DatasetSpec).
+# Column name -> dtype as stored in memory. ``action`` is float32 or int64 (see DatasetSpec);
+# ``observation`` may also be FRAME_DTYPE when the observations are frames [C, H, W].
 COLUMN_DTYPES: dict[str, np.dtype[Any] | None] = {
     "observation": np.dtype(np.float32),
     "action": None,
@@ -27,6 +28,10 @@ COLUMN_DTYPES: dict[str, np.dtype[Any] | None] = {
     "episode": np.dtype(np.int64),
     "step": np.dtype(np.int64),
 }
+
+# Frames may be stored as bytes: intensity k of FRAME_DTYPE stands for k / FRAME_PEAK.
+FRAME_DTYPE = np.dtype(np.uint8)
+FRAME_PEAK = 255.0
 
 
 @dataclass(frozen=True)
@@ -114,16 +119,22 @@ def validate_columns(col: dict[str, Array], spec: DatasetSpec) -> None:
         "episode": (rows,),
         "step": (rows,),
     }
+    frames = len(spec.obs_shape) == 3
     for key, expected in COLUMN_DTYPES.items():
         dtype = action_dtype if expected is None else expected
+        if key == "observation" and frames and col[key].dtype == FRAME_DTYPE:
+            dtype = FRAME_DTYPE
         if col[key].dtype != dtype:
-            raise DatasetError(f"column {key!r} must have dtype {dtype}, got {col[key].dtype}")
+            also = f" (or {FRAME_DTYPE} for frames [C, H, W])" if key == "observation" else ""
+            raise DatasetError(
+                f"column {key!r} must have dtype {dtype}{also}, got {col[key].dtype}"
+            )
         if col[key].shape != shapes[key]:
             raise DatasetError(
                 f"column {key!r} must have shape {shapes[key]}, got {col[key].shape}"
             )
     for key in ("observation", "reward") + (() if spec.discrete else ("action",)):
-        if not np.isfinite(col[key]).all():
+        if col[key].dtype.kind == "f" and not np.isfinite(col[key]).all():
             raise DatasetError(f"column {key!r} holds NaN or Inf values")
 
     episode, step = col["episode"], col["step"]

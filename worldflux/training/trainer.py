@@ -34,7 +34,7 @@ STATISTICS_ROWS = 65_536  # at most this many training rows, evenly spaced, give
 
 def _statistics_rows(data: TrajectoryDataset) -> torch.Tensor:
     rows = np.unique(np.linspace(0, len(data) - 1, STATISTICS_ROWS).astype(np.int64))
-    return torch.as_tensor(data.columns()["observation"][rows], dtype=torch.float32)
+    return torch.from_numpy(data.observations(rows))
 
 
 LR_SCHEDULES = ("constant", "cosine")
