@@ -113,7 +113,7 @@ def contract_check(model: WorldModel, batch: Batch) -> dict[str, Any]:
     return {"ok": not problems, "problems": problems, "checked": [name for name, _ in checks]}
 
 
-def _observation_range(data: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:
+def observation_range(data: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:
     """The lowest and highest value of every flattened observation dimension in ``data``.
 
     Vectors: per dimension (each is its own physical quantity). Frames [C, H, W]: per channel,
@@ -153,14 +153,14 @@ def plausibility(
     context: int = 5,
 ) -> dict[str, Any]:
     """Fraction of imagined values outside the training data's observed range
-    (``_observation_range``) widened by ``margin`` times its width: decoded observations when
+    (``observation_range``) widened by ``margin`` times its width: decoded observations when
     the family decodes them, else predicted rewards. The model imagines recorded held-out action
     sequences (after filtering ``context`` steps), whose true outcomes are physical, so leaving
     the range is the model's doing."""
     model.eval()
     _, trajectory = _imagine_recorded(model, held_out, context, horizon, batch_size)
     if Capability.OBSERVATION_DECODER in model.capabilities:
-        low, high = _observation_range(train)
+        low, high = observation_range(train)
         decoded = [model.decode(trajectory.state_at(t)).observation for t in range(1, horizon + 1)]
         values = torch.stack([d for d in decoded if d is not None]).flatten(2)
         quantity = "observation"

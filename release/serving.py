@@ -4,11 +4,11 @@ champion alias moves. No HTTP here: ``orchestration/api.py`` puts this behind Fa
 
 Guards. The pre-guard checks what a caller sends (shapes, finiteness, action bounds, batch and
 horizon limits) and raises ``InputRejected``. The post-guard checks every answer before it
-leaves: every number finite, predicted observations and rewards inside the range of the data
-set the champion was trained on widened by the family policy's plausibility margin (the
-``prediction.plausibility`` gate's rule); a failing answer raises ``OutputRefused`` and is never
-returned. A guard that itself fails is a refusal too (fail closed): callers see an error, never
-an unchecked answer.
+leaves: every number finite, predicted observations and rewards inside the range of the
+champion's training split widened by the family policy's plausibility margin (the
+``prediction.plausibility`` gate's rule and ranges: per channel for frames); a failing answer
+raises ``OutputRefused`` and is never returned. A guard that itself fails is a refusal too
+(fail closed): callers see an error, never an unchecked answer.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from quality.policy import load_policy
+from quality.probes import observation_range
 from quality.seed_run import split
 from quality.skill import observation_predictor
 from release.datasets import read_dataset
@@ -33,7 +34,7 @@ from release.mlflow import Mlflow, model_name
 from release.object_store import ObjectStore
 from worldflux.core.model import Capability, WorldModel
 from worldflux.core.types import State
-from worldflux.data import DatasetSpec
+from worldflux.data import DatasetSpec, TrajectoryDataset
 from worldflux.hub import download_release
 from worldflux.planners import CEMPlanner
 
@@ -69,11 +70,11 @@ class Bounds:
     margin: float
 
     @classmethod
-    def of(
-        cls, obs_low: np.ndarray, obs_high: np.ndarray, rewards: np.ndarray, margin: float
-    ) -> Bounds:
-        """From the training observations' lowest and highest value of each dimension."""
-        low, high = obs_low.reshape(-1), obs_high.reshape(-1)
+    def of(cls, train: TrajectoryDataset, margin: float) -> Bounds:
+        """The ranges the plausibility gate judges by (``quality.probes.observation_range``:
+        per dimension for vectors, per channel for frames) of the training split."""
+        low, high = observation_range(train)
+        rewards = train.columns()["reward"]
         widen = margin * np.maximum(high - low, 1e-6)
         r_low, r_high = float(rewards.min()), float(rewards.max())
         r_widen = margin * max(r_high - r_low, 1e-6)
@@ -352,7 +353,7 @@ def load_champion(
         tags=tags,
         model=model,
         spec=data.spec,
-        bounds=Bounds.of(*data.observation_bounds(), data.columns()["reward"], margin),
+        bounds=Bounds.of(train, margin),
         observation_source=source,
         predict_observation=predict,
         loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -315,3 +315,19 @@ def test_a_version_that_fails_to_load_keeps_the_old_one(
         assert server.post("/api/v1/rollout", rollout_body()).status_code == 200
     finally:
         platform.mlflow.set_alias(FAMILY, "champion", versions["first"])
+
+
+def test_frames_are_guarded_by_their_channels_range_like_the_plausibility_gate() -> None:
+    """A served pixel model may light up a pixel that was dark in every training frame (the
+    cart goes somewhere new), as the gate allows; it may not leave the channel's range."""
+    from release.serving import Champion
+    from worldflux.data import load_bundled, pixels
+
+    frames = pixels.RENDERINGS["cartpole_pixels"].build(load_bundled("cartpole"), episodes=3)
+    assert frames.columns()["observation"][:, 0, 0, 0].max() == 0  # the corner is always dark
+    champion = type("Pixels", (), {"bounds": Bounds.of(frames, margin=0.25)})()
+    lit = np.zeros((1, 1, 1, 32, 32), dtype=np.float32)
+    lit[..., 0, 0] = 1.0
+    Champion.check_rollout_output(champion, Rollout(lit, "decoder", None))  # type: ignore[arg-type]
+    with pytest.raises(OutputRefused, match=r"dimension 0 = 1.3 is outside \[-0.25, 1.25\]"):
+        Champion.check_rollout_output(champion, Rollout(lit * 1.3, "decoder", None))  # type: ignore[arg-type]
