@@ -589,7 +589,15 @@ def _load_column(column: str, data: pa.ChunkedArray, spec: TableSpec) -> Array:
         flat = np.asarray(values.to_numpy(), dtype=np.float32)
         if flat.shape[0] != rows * size:
             raise TableError(f"{flat.shape[0]} entries for {rows} rows of {size}")
-        return flat.reshape(rows, *tail)
+        loaded = flat.reshape(rows, *tail)
+        if column == "observation" and len(tail) == 3:
+            from worldflux.data.dataset import frames_to_bytes
+
+            # Frames of 255 levels are kept as bytes: the same floats for models, a quarter
+            # of the memory (the data set's digest hashes them as those floats).
+            as_bytes = frames_to_bytes(loaded)
+            return loaded if as_bytes is None else as_bytes
+        return loaded
     target = {
         "episode": pa.int64(),
         "step": pa.int64(),

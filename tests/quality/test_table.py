@@ -25,7 +25,7 @@ from quality.table import (
     table_digest,
 )
 from worldflux.data import load_bundled
-from worldflux.data.dataset import TrajectoryDataset
+from worldflux.data.dataset import TrajectoryDataset, frames_to_bytes
 
 BUNDLED = ["pendulum", "cartpole", "cartpole_pixels"]
 
@@ -219,6 +219,7 @@ def test_round_trip_keeps_the_digest(
     spec = read_table_spec(path)
     loaded = load_table(path, spec)
     assert loaded.digest == data.digest
+    assert loaded.frames_as_bytes == data.frames_as_bytes == (name == "cartpole_pixels")
     assert loaded.name == name
     assert loaded.spec == data.spec
     assert load_table(path, spec, name="renamed").name == "renamed"
@@ -296,3 +297,27 @@ def test_load_refuses_what_the_data_set_refuses(exported: dict[str, Path], tmp_p
     pq.write_table(table.drop_columns(["reward"]), path)
     with pytest.raises(TableError, match="column 'reward' is missing"):
         load_table(path, spec)
+
+
+def test_frames_off_the_255_levels_load_as_floats(
+    datasets: dict[str, TrajectoryDataset], tmp_path: Path
+) -> None:
+    """A table's frames are kept as bytes only when that is lossless to the bit: one value off
+    the 255 levels (or a -0.0) keeps them float32, and the digest is the table's either way."""
+    frames = datasets["cartpole_pixels"]
+    columns = frames.columns()
+    observation = frames.observations()
+    observation[3, 0, 5, 5] = 0.5  # 127.5 / 255: between two levels
+    columns["observation"] = observation
+    off = TrajectoryDataset(name="off_levels", spec=frames.spec, **columns)
+    path = tmp_path / "off.parquet"
+    export_table(off, path, source="test", licence="MIT")
+    loaded = load_table(path, read_table_spec(path))
+    assert not loaded.frames_as_bytes
+    assert loaded.digest == off.digest == table_digest(path)
+    assert loaded.observations()[3, 0, 5, 5] == np.float32(0.5)
+    negative_zero = np.zeros((2, 1, 4, 4), dtype=np.float32)
+    assert frames_to_bytes(negative_zero) is not None
+    negative_zero[1, 0, 2, 2] = -0.0
+    assert frames_to_bytes(negative_zero) is None
+    assert frames_to_bytes(np.full((1, 1, 4, 4), 1.5, dtype=np.float32)) is None

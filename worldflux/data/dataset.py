@@ -40,7 +40,7 @@ from worldflux.data.schema import (
 
 Array = npt.NDArray[Any]
 
-__all__ = ["DatasetSpec", "TrajectoryDataset", "frames_to_float"]
+__all__ = ["DatasetSpec", "TrajectoryDataset", "frames_to_bytes", "frames_to_float"]
 
 # Bool columns go to disk as uint8: safetensors' bool support varies between readers.
 BOOL_COLUMNS = ("terminated", "truncated")
@@ -370,6 +370,26 @@ def frames_to_float(frames: Array) -> npt.NDArray[np.float32]:
     float32 (tests/worldflux/test_pixels.py checks all 256)."""
     out = np.asarray(frames, dtype=np.float32)
     out /= np.float32(FRAME_PEAK)
+    return out
+
+
+def frames_to_bytes(frames: Array, chunk: int = 1024) -> npt.NDArray[np.uint8] | None:
+    """The uint8 frames whose ``frames_to_float`` is bit for bit ``frames`` (float32 frames
+    quantized to 255 levels, as rendered or as a camera stores them), or None when any value is
+    not such a level; converted ``chunk`` frames at a time."""
+    if frames.dtype != np.float32:
+        return None
+    out = np.empty(frames.shape, dtype=np.uint8)
+    for start in range(0, len(frames), chunk):
+        part = frames[start : start + chunk]
+        levels = np.rint(part * np.float32(FRAME_PEAK))
+        if not ((levels >= 0) & (levels <= FRAME_PEAK)).all():
+            return None
+        out[start : start + chunk] = levels
+        # Bit patterns, not values: -0.0 would pass a value comparison and change the digest.
+        back = frames_to_float(out[start : start + chunk])
+        if not np.array_equal(back.view(np.uint32), np.ascontiguousarray(part).view(np.uint32)):
+            return None
     return out
 
 
