@@ -12,7 +12,7 @@ divided by 255, in [0, 1]):
 
 ``cartpole_rgb`` is the same scene at twice the resolution in colour, 3 x 64 x 64 (the image
 size of DreamerV3's and WorldFlux's image configurations), also over all 50 episodes (240 MB,
-rendered in ~8 s): a blue cart on a grey track, an orange pole, a pale background.
+rendered in ~5 s): a blue cart on a grey track, an orange pole, a pale background.
 
 Edges are anti-aliased by pixel-centre distance (coverage = clip(half_width + 0.5 - d, 0, 1)),
 colours are blended by coverage. The geometry is computed in float64 and stored as bytes
