@@ -359,7 +359,7 @@ def validate_dataset(
     chunk_rows = _chunk_argument(rows_per_chunk) or stream_rows(schema, None, CHUNK_ROWS)
     rows = len(data)
     batches = (
-        dataset_batch(data, spec, schema, start, min(start + chunk_rows, rows))
+        dataset_batch(data, schema, start, min(start + chunk_rows, rows))
         for start in range(0, rows, chunk_rows)
     )
     return _validate(schema, rows, batches, spec, min_rows, chunk_rows)

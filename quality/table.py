@@ -270,7 +270,7 @@ def export_table(
     with TableWriter(Path(path), schema) as writer:
         for start in range(0, rows, row_group_rows):
             stop = min(start + row_group_rows, rows)
-            writer.write(dataset_batch(data, spec, schema, start, stop))
+            writer.write(dataset_batch(data, schema, start, stop))
     return spec
 
 
@@ -312,15 +312,11 @@ class TableWriter:
 
 
 def dataset_batch(
-    data: TrajectoryDataset,
-    spec: TableSpec | DatasetSpec,
-    schema: pa.Schema,
-    start: int,
-    stop: int,
+    data: TrajectoryDataset, schema: pa.Schema, start: int, stop: int
 ) -> pa.RecordBatch:
     """Rows [start, stop) of a data set as a record batch of the canonical schema
     (observations as models see them: frames stored as bytes become floats in [0, 1])."""
-    rows = stop - start
+    rows, spec = stop - start, data.spec
     columns = data.columns()
     obs = np.ascontiguousarray(data.observations(slice(start, stop)), dtype=np.float32)
     arrays: dict[str, pa.Array] = {

@@ -91,8 +91,8 @@ class TrajectoryDataset:
         self._lengths = np.bincount(col["episode"]).astype(np.int64)
         self._lengths.setflags(write=False)
         is_first = col["step"] == 0
-        # Float tables gathered directly by ``sample``: no per-batch conversion work (frames
-        # stay uint8 and are converted per batch: a float copy would undo the saving).
+        # Float tables of the actions and flags, gathered directly by ``sample``. Frames stored
+        # as bytes are converted per batch instead: a float copy would undo the saving.
         self._action_f = _action_features(col["action"], is_first, spec)
         self._terminated_f = col["terminated"].astype(np.float32)
         self._truncated_f = col["truncated"].astype(np.float32)
